@@ -1,0 +1,206 @@
+//! Command-line interface (DESIGN.md §7) and its translation into a [`NodeConfig`].
+
+use crate::config::NodeConfig;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// raylet: a thread-per-core re-implementation of Ray's per-node daemon.
+#[derive(Debug, Parser)]
+#[command(name = "raylet", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node in the foreground until SIGTERM/SIGINT or ShutdownRaylet.
+    Start(Box<StartArgs>),
+    /// Show every node of the cluster with its resources.
+    Status(StatusArgs),
+    /// Gracefully stop nodes (ShutdownRaylet).
+    Stop(StopArgs),
+}
+
+/// Output format of inspection commands.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON object for programs.
+    Json,
+}
+
+/// Where a CLI command finds the cluster.
+#[derive(Debug, Args, Clone)]
+pub struct ClusterArgs {
+    /// GCS address HOST:PORT (default: the newest local cluster via <temp-dir>/session_latest).
+    #[arg(long)]
+    pub address: Option<String>,
+    /// Root of session directories.
+    #[arg(long, default_value = "/tmp/raylet")]
+    pub temp_dir: PathBuf,
+    /// File holding the cluster auth token (default: RAYLET_AUTH_TOKEN, then the local session).
+    #[arg(long)]
+    pub auth_token_file: Option<PathBuf>,
+}
+
+/// `raylet status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `raylet stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Stop only this node.
+    #[arg(long, conflicts_with = "all")]
+    pub node_id: Option<String>,
+    /// Stop every node, the head last (the default when no node is named).
+    #[arg(long)]
+    pub all: bool,
+    /// How long to wait for the nodes to go away.
+    #[arg(long, default_value_t = 30)]
+    pub timeout_s: u64,
+}
+
+/// `raylet start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Run the GCS in this node (the head).
+    #[arg(long, conflicts_with = "address")]
+    pub head: bool,
+    /// GCS address HOST:PORT to join.
+    #[arg(long)]
+    pub address: Option<String>,
+    /// GCS port on the head (0 = pick one).
+    #[arg(long, default_value_t = 6379)]
+    pub port: u16,
+    /// IP address this node advertises and binds to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip_address: std::net::IpAddr,
+    /// NodeManagerService port (0 = pick one).
+    #[arg(long, default_value_t = 0)]
+    pub node_manager_port: u16,
+    /// ObjectManagerService port (0 = pick one).
+    #[arg(long, default_value_t = 0)]
+    pub object_manager_port: u16,
+    /// Prometheus port (0 = pick one).
+    #[arg(long, default_value_t = 0)]
+    pub metrics_export_port: u16,
+    /// Address the metrics endpoint binds to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub metrics_bind_address: std::net::IpAddr,
+    /// Number of shards (default: CPUs available to the process).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// CPUs this node offers (default: CPUs available to the process).
+    #[arg(long)]
+    pub num_cpus: Option<f64>,
+    /// GPUs this node offers.
+    #[arg(long)]
+    pub num_gpus: Option<f64>,
+    /// Memory resource in bytes.
+    #[arg(long)]
+    pub memory: Option<f64>,
+    /// Custom resources as a JSON object, e.g. '{"accel": 2}'.
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// Object store capacity in bytes.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub object_store_memory: u64,
+    /// Directory of the store's shared-memory file.
+    #[arg(long, default_value = "/dev/shm")]
+    pub plasma_directory: PathBuf,
+    /// Directory for spilled objects (default: <session>/spill).
+    #[arg(long)]
+    pub spill_directory: Option<PathBuf>,
+    /// Root of session directories.
+    #[arg(long, default_value = "/tmp/raylet")]
+    pub temp_dir: PathBuf,
+    /// File holding the cluster auth token.
+    #[arg(long)]
+    pub auth_token_file: Option<PathBuf>,
+    /// Heartbeat period to the GCS, in ms.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_period_ms: u64,
+    /// A node silent this long is marked DEAD, in ms.
+    #[arg(long, default_value_t = 5000)]
+    pub heartbeat_timeout_ms: u64,
+    /// Microseconds an idle shard spins before parking (0 = park at once).
+    #[arg(long, default_value_t = 50)]
+    pub spin_us: u64,
+    /// Cap on local-protocol payloads, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_local_frame: u64,
+    /// System config JSON stored in the GCS KV (head only).
+    #[arg(long, default_value = "{}")]
+    pub system_config: String,
+    /// Node name shown in status.
+    #[arg(long, default_value = "")]
+    pub node_name: String,
+}
+
+impl StartArgs {
+    /// Builds the node configuration (session and token are settled by `cli::session`).
+    pub fn to_config(&self) -> Result<NodeConfig, String> {
+        let mut cfg = NodeConfig::new(self.temp_dir.clone());
+        cfg.head = self.head;
+        cfg.gcs_address = match &self.address {
+            Some(a) => Some(super::session::resolve_addr(a)?),
+            None => None,
+        };
+        cfg.gcs_port = self.port;
+        cfg.node_ip = self.node_ip_address;
+        cfg.node_manager_port = self.node_manager_port;
+        cfg.object_manager_port = self.object_manager_port;
+        cfg.metrics_port = self.metrics_export_port;
+        cfg.metrics_bind = self.metrics_bind_address;
+        if let Some(s) = self.shards {
+            cfg.shards = s;
+        }
+        cfg.spin_before_park = (self.spin_us > 0).then(|| Duration::from_micros(self.spin_us));
+        let cpus = self.num_cpus.unwrap_or(crate::config::available_cpus() as f64);
+        let mut res = vec![("CPU".to_string(), cpus)];
+        if let Some(g) = self.num_gpus {
+            res.push(("GPU".into(), g));
+        }
+        if let Some(m) = self.memory {
+            res.push(("memory".into(), m));
+        }
+        res.push(("object_store_memory".into(), self.object_store_memory as f64));
+        if let Some(json) = &self.resources {
+            let map: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(json).map_err(|e| format!("--resources is not a JSON object: {e}"))?;
+            for (k, v) in map {
+                let q = v.as_f64().ok_or_else(|| format!("--resources: {k} is not a number"))?;
+                if ["CPU", "GPU", "memory", "object_store_memory"].contains(&k.as_str()) {
+                    return Err(format!("--resources may not set {k}; use its own flag"));
+                }
+                res.push((k, q));
+            }
+        }
+        cfg.resources = res;
+        cfg.object_store_memory = self.object_store_memory;
+        cfg.plasma_directory = self.plasma_directory.clone();
+        cfg.spill_directory = self.spill_directory.clone();
+        cfg.heartbeat_period = Duration::from_millis(self.heartbeat_period_ms);
+        cfg.heartbeat_timeout = Duration::from_millis(self.heartbeat_timeout_ms);
+        cfg.max_local_frame = self.max_local_frame;
+        cfg.system_config = self.system_config.clone();
+        cfg.node_name = self.node_name.clone();
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,8 @@
+//! `raylet::client`: what a Rust driver or worker links to talk to its raylet.
+//!
+//! Blocking by design: a driver's call path is a syscall to write the request and one to
+//! read the reply, which is the lowest-latency shape for a single-threaded caller.
+
+mod local;
+
+pub use local::{ClientError, LocalClient};

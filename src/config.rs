@@ -1,0 +1,146 @@
+//! Node configuration: every setting a raylet runs with, its default and its validation.
+//! Built once by `main.rs` from the CLI and passed down by value; nothing reads a global.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A setting was out of range or inconsistent with another.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Everything one raylet process needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub node_id: crate::ids::NodeId,
+    /// Run the GCS in this process.
+    pub head: bool,
+    /// The GCS to join (non-head), or the head's own GCS address once bound.
+    pub gcs_address: Option<SocketAddr>,
+    /// GCS port on the head (0 = pick one).
+    pub gcs_port: u16,
+    /// The address this node advertises and binds its TCP listeners to.
+    pub node_ip: IpAddr,
+    /// NodeManagerService port (0 = pick one).
+    pub node_manager_port: u16,
+    /// ObjectManagerService port (0 = pick one).
+    pub object_manager_port: u16,
+    /// Prometheus endpoint port (0 = pick one).
+    pub metrics_port: u16,
+    /// Address the metrics endpoint binds to.
+    pub metrics_bind: IpAddr,
+    /// Number of shards (glommio executors).
+    pub shards: usize,
+    /// Spin this long before an idle executor parks (latency vs. CPU).
+    pub spin_before_park: Option<Duration>,
+    /// Resources this node offers (CPU, GPU, memory, custom...).
+    pub resources: Vec<(String, f64)>,
+    /// Object store capacity in bytes.
+    pub object_store_memory: u64,
+    /// Where the store's shared memory file lives (unlinked at once).
+    pub plasma_directory: PathBuf,
+    /// Where spilled objects go (default `<session>/spill`).
+    pub spill_directory: Option<PathBuf>,
+    /// Root of session directories.
+    pub temp_dir: PathBuf,
+    /// This node's session directory (created at start).
+    pub session_dir: PathBuf,
+    /// The cluster auth token.
+    pub auth_token: String,
+    /// Heartbeat period to the GCS.
+    pub heartbeat_period: Duration,
+    /// A node silent for this long is marked DEAD by the GCS.
+    pub heartbeat_timeout: Duration,
+    /// Cap on local-protocol payloads.
+    pub max_local_frame: u64,
+    /// Cap on RPC payloads and trailers.
+    pub max_rpc_frame: u32,
+    /// Extra system config (JSON object) the head stores in the GCS KV.
+    pub system_config: String,
+    /// Node name shown in status.
+    pub node_name: String,
+}
+
+impl NodeConfig {
+    /// Defaults for a node under `temp_dir`; `main.rs` overrides from the CLI.
+    pub fn new(temp_dir: PathBuf) -> Self {
+        let cpus = available_cpus();
+        Self {
+            node_id: crate::ids::NodeId::random(),
+            head: false,
+            gcs_address: None,
+            gcs_port: 6379,
+            node_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            node_manager_port: 0,
+            object_manager_port: 0,
+            metrics_port: 0,
+            metrics_bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            shards: cpus,
+            spin_before_park: Some(Duration::from_micros(50)),
+            resources: vec![("CPU".into(), cpus as f64)],
+            object_store_memory: 256 << 20,
+            plasma_directory: PathBuf::from("/dev/shm"),
+            spill_directory: None,
+            session_dir: temp_dir.join("session_unset"),
+            temp_dir,
+            auth_token: String::new(),
+            heartbeat_period: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            max_local_frame: 64 << 20,
+            max_rpc_frame: 64 << 20,
+            system_config: "{}".into(),
+            node_name: String::new(),
+        }
+    }
+
+    /// Checks ranges and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: &str| Err(ConfigError(m.to_string()));
+        if self.shards == 0 || self.shards > 256 {
+            return err("--shards must be between 1 and 256");
+        }
+        if !self.head && self.gcs_address.is_none() {
+            return err("a non-head node needs --address HOST:PORT of the GCS");
+        }
+        if self.heartbeat_period.is_zero() || self.heartbeat_timeout < self.heartbeat_period * 2 {
+            return err("the heartbeat timeout must be at least two heartbeat periods");
+        }
+        if self.object_store_memory < (1 << 20) {
+            return err("--object-store-memory must be at least 1 MiB");
+        }
+        if self.auth_token.is_empty() {
+            return err("no auth token");
+        }
+        for (name, v) in &self.resources {
+            if !v.is_finite() || *v < 0.0 {
+                return Err(ConfigError(format!("resource {name} has invalid quantity {v}")));
+            }
+        }
+        if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.system_config).is_err() {
+            return err("--system-config must be a JSON object");
+        }
+        Ok(())
+    }
+
+    /// The local-protocol socket path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.session_dir.join("sockets").join("raylet")
+    }
+
+    /// The logs directory.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.session_dir.join("logs")
+    }
+
+    /// Spill directory, defaulting into the session.
+    pub fn spill_dir(&self) -> PathBuf {
+        self.spill_directory.clone().unwrap_or_else(|| self.session_dir.join("spill"))
+    }
+}
+
+/// CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

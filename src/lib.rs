@@ -1,0 +1,42 @@
+//! # raylet
+//!
+//! A re-implementation of Ray's per-node daemon as a thread-per-core, shared-nothing
+//! runtime on glommio. See `DESIGN.md` (architecture and contracts) and `STYLE.md`.
+//!
+//! ## Ownership (one owning shard per piece of state)
+//!
+//! | state | owner |
+//! |---|---|
+//! | an object's metadata and allocation | `hash(ObjectId) % N` ([`shard::route`]) |
+//! | a local connection and its client | the shard it was handed to at accept |
+//! | node-wide: clients, GCS session, peer directory, (head) GCS tables | shard 0 |
+//! | RPC connections | the shard that accepted or opened them |
+//!
+//! ## Cross-shard call graph (a DAG)
+//!
+//! Shards 1..N call shard 0 (registration, node stats, shutdown); shard 0 calls every
+//! shard only from its own tasks (start/stop, stats gathering), never while serving a
+//! request that a shard i is awaiting, so no cycle of awaits can form.
+//!
+//! ## Modules
+//! - [`logic`]: pure state machines (no IO, no clock).
+//! - [`shard`]: executors, mesh, start/stop.
+//! - [`services`]: per-shard services driving the logic.
+//! - [`local`], [`rpc`]: the two protocols.
+//! - [`client`]: what drivers and workers link.
+//! - [`cli`], [`config`], [`telemetry`], [`metrics`], [`ids`], [`wire`].
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod ids;
+pub mod local;
+pub mod logic;
+pub mod metrics;
+pub mod rpc;
+pub mod services;
+pub mod shard;
+pub mod telemetry;
+pub mod wire;

@@ -1,0 +1,45 @@
+//! The `raylet` binary: parse the CLI, set up logging, run the command. No logic here.
+
+use clap::Parser;
+use raylet::cli::args::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Start(args) => start(&args),
+        Command::Status(args) => {
+            raylet::telemetry::init_cli();
+            report(raylet::cli::status::run(&args))
+        }
+        Command::Stop(args) => {
+            raylet::telemetry::init_cli();
+            report(raylet::cli::stop::run(&args))
+        }
+    };
+    std::process::exit(code);
+}
+
+fn report(r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("raylet: {e}");
+            1
+        }
+    }
+}
+
+fn start(args: &raylet::cli::args::StartArgs) -> i32 {
+    let mut cfg = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => return report(Err(e)),
+    };
+    if let Err(e) = raylet::cli::session::prepare(&mut cfg, args.auth_token_file.as_deref()) {
+        return report(Err(e));
+    }
+    if let Err(e) = cfg.validate() {
+        return report(Err(e.to_string()));
+    }
+    raylet::telemetry::init_node(&cfg.logs_dir());
+    raylet::shard::bootstrap::run(cfg)
+}

@@ -1,0 +1,150 @@
+//! The blocking RPC client, for programs that are not glommio executors: the CLI, the
+//! `raylet::client` library a driver links, the default worker and the bench.
+//!
+//! One call at a time on one connection; reconnects on demand; idempotent calls retry with
+//! backoff until their deadline.
+
+use super::frame::{encode_frame, FrameDecoder, FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
+use super::status::{CallOpts, RpcError, Status};
+use crate::wire::rpc::{Hello, HelloAck, RpcStatus};
+use prost::Message;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A blocking client for one peer.
+#[derive(Debug)]
+pub struct BlockingClient {
+    addr: SocketAddr,
+    token: String,
+    stream: Option<TcpStream>,
+    decoder: FrameDecoder,
+    next_call: u64,
+    buf: Vec<u8>,
+}
+
+impl BlockingClient {
+    /// A client for `addr` presenting `token`; connects on first use.
+    pub fn new(addr: SocketAddr, token: impl Into<String>) -> Self {
+        Self {
+            addr,
+            token: token.into(),
+            stream: None,
+            decoder: FrameDecoder::new(FrameLimits::default()),
+            next_call: 1,
+            buf: vec![0u8; 64 << 10],
+        }
+    }
+
+    /// Connects now (and says hello); an error if the peer is unreachable or refuses.
+    pub fn connect(&mut self, timeout: Duration) -> Result<(), RpcError> {
+        self.ensure(Instant::now() + timeout)
+    }
+
+    /// The peer address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn ensure(&mut self, deadline: Instant) -> Result<(), RpcError> {
+        if self.stream.is_some() {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let s = TcpStream::connect_timeout(&self.addr, left)
+            .map_err(|e| RpcError::Io(format!("connect {}: {e}", self.addr)))?;
+        s.set_nodelay(true)?;
+        self.stream = Some(s);
+        self.decoder = FrameDecoder::new(FrameLimits::default());
+        let hello = Hello { protocol_version: PROTOCOL_VERSION, auth_token: self.token.clone() };
+        let res = self
+            .write(&encode_frame(FrameHeader::control(FrameKind::Hello), &hello.encode_to_vec(), 0))
+            .and_then(|_| self.read_frame(deadline));
+        let (h, p) = match res {
+            Ok(x) => x,
+            Err(e) => {
+                self.stream = None;
+                return Err(RpcError::Handshake(e.to_string()));
+            }
+        };
+        let ok = h.kind == FrameKind::HelloAck && HelloAck::decode(p.as_slice()).map(|a| a.ok).unwrap_or(false);
+        if !ok {
+            self.stream = None;
+            let msg = HelloAck::decode(p.as_slice()).map(|a| a.message).unwrap_or_default();
+            return Err(RpcError::Handshake(format!("{}: {msg}", self.addr)));
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), RpcError> {
+        let s = self.stream.as_mut().ok_or_else(|| RpcError::Closed("not connected".into()))?;
+        s.write_all(bytes).map_err(|e| RpcError::Io(e.to_string()))
+    }
+
+    fn read_frame(&mut self, deadline: Instant) -> Result<(FrameHeader, Vec<u8>), RpcError> {
+        loop {
+            if let Some(f) = self.decoder.next_frame()? {
+                return Ok((f.header, f.payload));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RpcError::Timeout(left));
+            }
+            let s = self.stream.as_mut().ok_or_else(|| RpcError::Closed("not connected".into()))?;
+            s.set_read_timeout(Some(left))?;
+            let n = match s.read(&mut self.buf) {
+                Ok(0) => return Err(RpcError::Closed(format!("{} closed the connection", self.addr))),
+                Ok(n) => n,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return Err(RpcError::Timeout(left))
+                }
+                Err(e) => return Err(RpcError::Io(e.to_string())),
+            };
+            self.decoder.feed(&self.buf[..n]);
+        }
+    }
+
+    fn call_once(&mut self, service: u16, method: u16, payload: &[u8], deadline: Instant) -> Result<Vec<u8>, RpcError> {
+        self.ensure(deadline)?;
+        let id = self.next_call;
+        self.next_call += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let header = FrameHeader::request(service, method, id, left.as_millis().min(u32::MAX as u128) as u32);
+        let result = self.write(&encode_frame(header, payload, 0)).and_then(|_| loop {
+            let (h, p) = self.read_frame(deadline)?;
+            if h.call_id != id {
+                continue; // a late reply to an earlier call that timed out
+            }
+            break match h.kind {
+                FrameKind::Response => Ok(p),
+                FrameKind::Error => Err(match RpcStatus::decode(p.as_slice()) {
+                    Ok(s) => RpcError::Status(Status::from_proto(s)),
+                    Err(e) => RpcError::Decode(e.to_string()),
+                }),
+                other => Err(RpcError::Decode(format!("unexpected {other:?} frame"))),
+            };
+        });
+        if matches!(result, Err(RpcError::Io(_) | RpcError::Closed(_) | RpcError::Frame(_))) {
+            self.stream = None;
+        }
+        result
+    }
+
+    /// Sends `payload` to (service, method); retries idempotent calls on transport errors.
+    pub fn call_raw(&mut self, service: u16, method: u16, payload: &[u8], opts: CallOpts) -> Result<Vec<u8>, RpcError> {
+        let deadline = Instant::now() + opts.timeout;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.call_once(service, method, payload, deadline) {
+                Err(e) if opts.idempotent && (e.is_retryable() || matches!(e, RpcError::Handshake(_))) => {
+                    if deadline.saturating_duration_since(Instant::now()) <= backoff {
+                        return Err(e);
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Framed IO over a glommio stream: a read side that yields validated headers and reads
+//! payloads (and trailers, straight into the caller's buffer), and a write side fed by a
+//! bounded queue and drained by one writer task, so replies from concurrent handlers never
+//! interleave.
+//!
+//! Runs on the executor that owns the connection; nothing here is `Send`.
+
+use super::frame::{encode_frame, FrameError, FrameHeader, FrameLimits, HEADER_LEN};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+/// One half of a stream split on a single thread. `poll_read` and `poll_write` borrow the
+/// stream only for the duration of the poll, never across a suspension, so the `RefCell`
+/// cannot be borrowed twice.
+#[derive(Debug)]
+pub struct LocalHalf<T>(Rc<RefCell<T>>);
+
+/// Splits `stream` into a read half and a write half usable from two tasks of one executor.
+pub fn split_local<T: AsyncRead + AsyncWrite + Unpin>(stream: T) -> (LocalHalf<T>, LocalHalf<T>) {
+    let rc = Rc::new(RefCell::new(stream));
+    (LocalHalf(rc.clone()), LocalHalf(rc))
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for LocalHalf<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for LocalHalf<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_close(cx)
+    }
+}
+
+/// Why reading a frame stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The peer closed cleanly between frames.
+    #[error("peer closed the connection")]
+    Eof,
+    /// The peer closed or failed in the middle of a frame.
+    #[error("connection failed mid-frame: {0}")]
+    Io(#[from] io::Error),
+    /// The header was invalid.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// The read side of a framed connection.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    limits: FrameLimits,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps `inner`, validating every header against `limits`.
+    pub fn new(inner: R, limits: FrameLimits) -> Self {
+        Self { inner, limits }
+    }
+
+    /// Reads the next header. A clean EOF before its first byte is [`ReadError::Eof`].
+    pub async fn read_header(&mut self) -> Result<FrameHeader, ReadError> {
+        let mut h = [0u8; HEADER_LEN];
+        let mut got = 0;
+        while got < HEADER_LEN {
+            let n = self.inner.read(&mut h[got..]).await?;
+            if n == 0 {
+                return Err(if got == 0 { ReadError::Eof } else { ReadError::Io(io::ErrorKind::UnexpectedEof.into()) });
+            }
+            got += n;
+        }
+        Ok(FrameHeader::decode(&h, &self.limits)?)
+    }
+
+    /// Reads the payload announced by `header`.
+    pub async fn read_payload(&mut self, header: &FrameHeader) -> Result<Vec<u8>, ReadError> {
+        let mut p = vec![0u8; header.payload_len as usize];
+        self.inner.read_exact(&mut p).await?;
+        Ok(p)
+    }
+
+    /// Reads exactly `dst.len()` trailer bytes into `dst` (e.g. a mapped object buffer).
+    pub async fn read_into(&mut self, dst: &mut [u8]) -> Result<(), ReadError> {
+        self.inner.read_exact(dst).await?;
+        Ok(())
+    }
+
+    /// Reads and discards `len` bytes (a trailer nobody wants), keeping the stream in sync.
+    pub async fn discard(&mut self, mut len: usize) -> Result<(), ReadError> {
+        let mut scratch = vec![0u8; len.min(64 << 10)];
+        while len > 0 {
+            let n = len.min(scratch.len());
+            self.inner.read_exact(&mut scratch[..n]).await?;
+            len -= n;
+        }
+        Ok(())
+    }
+}
+
+/// Raw bytes that follow a frame's payload and live elsewhere (e.g. in the object store).
+/// The owner keeps the memory valid until the value is dropped.
+pub trait Trailer {
+    /// The bytes to send.
+    fn bytes(&self) -> &[u8];
+}
+
+/// One frame queued for writing.
+pub struct OutFrame {
+    /// Header and payload.
+    pub head: Vec<u8>,
+    /// Optional raw trailer, written right after `head`.
+    pub trailer: Option<Box<dyn Trailer>>,
+    /// Signalled with the write result, for senders that must know the bytes left.
+    pub done: Option<futures_channel::oneshot::Sender<io::Result<()>>>,
+}
+
+impl std::fmt::Debug for OutFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutFrame").field("head_len", &self.head.len()).finish()
+    }
+}
+
+impl OutFrame {
+    /// A frame with no trailer.
+    pub fn new(header: FrameHeader, payload: &[u8]) -> Self {
+        Self { head: encode_frame(header, payload, 0), trailer: None, done: None }
+    }
+}
+
+/// Queue side of the writer task. Cloneable; closing happens when every clone is dropped.
+#[derive(Debug, Clone)]
+pub struct FrameSender {
+    tx: Rc<LocalSender<OutFrame>>,
+}
+
+/// The writer task stopped: the connection is gone.
+#[derive(Debug, thiserror::Error)]
+#[error("connection writer is closed")]
+pub struct WriterClosed;
+
+impl FrameSender {
+    /// Queues a frame, waiting while the queue is full.
+    pub async fn send(&self, f: OutFrame) -> Result<(), WriterClosed> {
+        self.tx.send(f).await.map_err(|_| WriterClosed)
+    }
+}
+
+/// Starts the writer task for `w`; returns its queue. The task ends when the queue is
+/// dropped or a write fails (the error is logged by the caller via the read side).
+pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
+    mut w: W,
+    depth: usize,
+    on_bytes: impl Fn(usize) + 'static,
+) -> (FrameSender, glommio::task::JoinHandle<()>) {
+    let (tx, rx): (LocalSender<OutFrame>, LocalReceiver<OutFrame>) = local_channel::new_bounded(depth);
+    let task = glommio::spawn_local(async move {
+        while let Some(f) = rx.recv().await {
+            let mut res = w.write_all(&f.head).await;
+            let mut n = f.head.len();
+            if let (Ok(()), Some(t)) = (&res, &f.trailer) {
+                res = w.write_all(t.bytes()).await;
+                n += t.bytes().len();
+            }
+            on_bytes(n);
+            let failed = res.is_err();
+            if let Some(done) = f.done {
+                let _ = done.send(res);
+            }
+            if failed {
+                break;
+            }
+        }
+        let _ = w.close().await;
+    })
+    .detach();
+    (FrameSender { tx: Rc::new(tx) }, task)
+}

@@ -1,0 +1,20 @@
+//! RPC between processes: prost messages in our own framing over TCP (DESIGN.md §4).
+//! Not Ray's gRPC wire format.
+//!
+//! - [`frame`]: the pure frame codec (fuzzed by property tests).
+//! - [`conn`]: framed reads and a writer task over glommio streams.
+//! - [`server`]: per-shard listener, hello/auth, dispatch.
+//! - [`client`]: async per-peer client with reconnect and retry.
+//! - [`blocking`]: the same protocol for non-executor programs.
+
+pub mod blocking;
+pub mod client;
+pub mod conn;
+pub mod frame;
+pub mod http;
+pub mod server;
+pub mod status;
+
+pub use blocking::BlockingClient;
+pub use client::{AsyncCaller, ClientPool, RpcClient};
+pub use status::{CallOpts, Code, RpcError, Status};

@@ -1,0 +1,265 @@
+//! The TCP RPC server of one shard: accept, hello/auth, framed reads, dispatch to the
+//! registered services, replies through the connection's writer task.
+//!
+//! Every shard binds the same port with `SO_REUSEPORT` (glommio's `TcpListener::bind` sets
+//! it) and serves the connections the kernel hands it. Bad input closes only the offending
+//! connection, with a logged reason and a counted error.
+
+use super::conn::{spawn_writer, split_local, FrameReader, FrameSender, OutFrame, ReadError};
+use super::frame::{FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
+use super::status::Status;
+use crate::metrics::{ErrorKind, Metrics};
+use crate::wire::rpc::{Hello, HelloAck};
+use futures_lite::future::BoxedLocal;
+use glommio::net::{TcpListener, TcpStream};
+use prost::Message;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Handles every method of one service: `(method, payload) -> reply payload`.
+pub type ServiceFn = Rc<dyn Fn(u16, Vec<u8>) -> BoxedLocal<Result<Vec<u8>, Status>>>;
+
+/// Where a request's raw trailer goes, and what happens once it has arrived.
+pub trait TrailerSink {
+    /// The destination of the trailer bytes; exactly `trailer_len` long.
+    fn buf(&mut self) -> &mut [u8];
+    /// Called once the trailer is in `buf`; produces the reply.
+    fn finish(self: Box<Self>) -> BoxedLocal<Result<Vec<u8>, Status>>;
+}
+
+/// Accepts a request that carries a trailer: returns where to put it, or refuses.
+pub type TrailerFn = Rc<dyn Fn(&FrameHeader, Vec<u8>) -> Result<Box<dyn TrailerSink>, Status>>;
+
+/// The services one listener serves.
+#[derive(Default, Clone)]
+pub struct Router {
+    services: HashMap<u16, ServiceFn>,
+    trailers: HashMap<(u16, u16), TrailerFn>,
+    names: HashMap<u16, fn(u16) -> Option<&'static str>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("services", &self.services.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Router {
+    /// Registers a service (id, its generated `method_name`, and the dispatcher).
+    pub fn add(&mut self, id: u16, names: fn(u16) -> Option<&'static str>, f: ServiceFn) -> &mut Self {
+        self.services.insert(id, f);
+        self.names.insert(id, names);
+        self
+    }
+
+    /// Registers the handler for requests of (service, method) that carry a trailer.
+    pub fn add_trailer(&mut self, service: u16, method: u16, f: TrailerFn) -> &mut Self {
+        self.trailers.insert((service, method), f);
+        self
+    }
+
+    fn method_name(&self, service: u16, method: u16) -> String {
+        self.names
+            .get(&service)
+            .and_then(|n| n(method))
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{service}.{method}"))
+    }
+}
+
+/// How a listener treats its connections.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Shown in logs ("node_manager", "gcs", "object_manager").
+    pub label: &'static str,
+    /// The cluster auth token every hello must carry.
+    pub auth_token: Rc<str>,
+    /// Length caps.
+    pub limits: FrameLimits,
+    /// Time a new connection has to send its hello.
+    pub hello_timeout: Duration,
+    /// Requests handled at once per connection; further reads wait.
+    pub max_in_flight: usize,
+    /// This shard's index, for metrics and logs.
+    pub shard: usize,
+    /// Counters.
+    pub metrics: Metrics,
+}
+
+/// Accepts connections on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, router: Rc<Router>, cfg: Rc<ServerConfig>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve_connection(stream, router.clone(), cfg.clone())).detach();
+            }
+            Err(e) => {
+                tracing::warn!(label = cfg.label, shard = cfg.shard, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerConfig>) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let _ = stream.set_nodelay(true);
+    let m = cfg.metrics.shard(cfg.shard);
+    m.rpc_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (r, w) = split_local(stream);
+    let mut reader = FrameReader::new(r, cfg.limits);
+    let metrics = cfg.metrics.clone();
+    let shard = cfg.shard;
+    let (tx, writer) = spawn_writer(w, 256, move |_| {
+        metrics.shard(shard).rpc_frames_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    let outcome = match handshake(&mut reader, &tx, &cfg).await {
+        Ok(()) => read_loop(&mut reader, &tx, &router, &cfg).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(()) => tracing::debug!(label = cfg.label, shard = cfg.shard, %peer, "connection closed by peer"),
+        Err((kind, reason)) => {
+            m.error(kind);
+            tracing::warn!(label = cfg.label, shard = cfg.shard, %peer, "closing connection: {reason}");
+        }
+    }
+    drop(tx);
+    // Let queued replies (e.g. a refused hello's answer) drain before the socket closes.
+    let _ = glommio::timer::timeout(Duration::from_secs(1), async {
+        writer.await;
+        Ok(())
+    })
+    .await;
+    m.rpc_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+type Failure = (ErrorKind, String);
+
+async fn handshake<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    tx: &FrameSender,
+    cfg: &ServerConfig,
+) -> Result<(), Failure> {
+    let hello = glommio::timer::timeout(cfg.hello_timeout, async {
+        let h = reader.read_header().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        let p = reader.read_payload(&h).await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok((h, p))
+    })
+    .await;
+    let (h, p) = match hello {
+        Ok(x) => x,
+        Err(glommio::GlommioError::TimedOut(_)) => {
+            return Err((ErrorKind::RpcBadHello, format!("no hello within {:?}", cfg.hello_timeout)))
+        }
+        Err(e) => return Err((ErrorKind::RpcBadHello, format!("bad hello: {e}"))),
+    };
+    if h.kind != FrameKind::Hello {
+        return Err((ErrorKind::RpcBadHello, format!("first frame is {:?}, not a hello", h.kind)));
+    }
+    let hello = Hello::decode(p.as_slice()).map_err(|e| (ErrorKind::RpcBadHello, format!("undecodable hello: {e}")))?;
+    let refuse = |msg: String| {
+        OutFrame::new(
+            FrameHeader::control(FrameKind::HelloAck),
+            &HelloAck { protocol_version: PROTOCOL_VERSION, ok: false, message: msg }.encode_to_vec(),
+        )
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        let msg = format!("protocol version {} not supported (want {PROTOCOL_VERSION})", hello.protocol_version);
+        let _ = tx.send(refuse(msg.clone())).await;
+        return Err((ErrorKind::RpcBadHello, msg));
+    }
+    if !constant_time_eq(hello.auth_token.as_bytes(), cfg.auth_token.as_bytes()) {
+        let _ = tx.send(refuse("wrong auth token".into())).await;
+        return Err((ErrorKind::RpcBadToken, "wrong auth token".into()));
+    }
+    let ack = HelloAck { protocol_version: PROTOCOL_VERSION, ok: true, message: String::new() };
+    tx.send(OutFrame::new(FrameHeader::control(FrameKind::HelloAck), &ack.encode_to_vec()))
+        .await
+        .map_err(|e| (ErrorKind::RpcIo, e.to_string()))
+}
+
+/// Compares tokens without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    tx: &FrameSender,
+    router: &Rc<Router>,
+    cfg: &Rc<ServerConfig>,
+) -> Result<(), Failure> {
+    let in_flight = Rc::new(Cell::new(0usize));
+    let slots = Rc::new(glommio::sync::Semaphore::new(cfg.max_in_flight as u64));
+    loop {
+        let header = match reader.read_header().await {
+            Ok(h) => h,
+            Err(ReadError::Eof) => return Ok(()),
+            Err(ReadError::Frame(e)) => return Err((ErrorKind::RpcBadFrame, e.to_string())),
+            Err(ReadError::Io(e)) => return Err((ErrorKind::RpcIo, e.to_string())),
+        };
+        cfg.metrics.shard(cfg.shard).rpc_frames_in.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if header.kind != FrameKind::Request {
+            return Err((ErrorKind::RpcBadFrame, format!("unexpected {:?} frame from a client", header.kind)));
+        }
+        let payload = reader.read_payload(&header).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
+        let started = Instant::now();
+        let permit = slots.acquire_static_permit(1).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
+        let fut: BoxedLocal<Result<Vec<u8>, Status>> = if header.trailer_len > 0 {
+            match router.trailers.get(&(header.service, header.method)) {
+                Some(accept) => match accept(&header, payload) {
+                    Ok(mut sink) => {
+                        reader.read_into(sink.buf()).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
+                        sink.finish()
+                    }
+                    Err(status) => {
+                        reader
+                            .discard(header.trailer_len as usize)
+                            .await
+                            .map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
+                        Box::pin(async move { Err(status) })
+                    }
+                },
+                None => {
+                    reader.discard(header.trailer_len as usize).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
+                    let name = router.method_name(header.service, header.method);
+                    Box::pin(async move { Err(Status::invalid_argument(format!("{name} takes no trailer"))) })
+                }
+            }
+        } else {
+            match router.services.get(&header.service) {
+                Some(svc) => svc(header.method, payload),
+                None => {
+                    let s = header.service;
+                    Box::pin(async move { Err(Status::unimplemented(format!("unknown service {s}"))) })
+                }
+            }
+        };
+        let (tx, cfg, in_flight, router) = (tx.clone(), cfg.clone(), in_flight.clone(), router.clone());
+        in_flight.set(in_flight.get() + 1);
+        glommio::spawn_local(async move {
+            let result = fut.await;
+            let m = cfg.metrics.shard(cfg.shard);
+            m.record_call(header.service, header.method, started.elapsed());
+            let frame = match result {
+                Ok(bytes) => OutFrame::new(FrameHeader::reply_to(&header, FrameKind::Response), &bytes),
+                Err(status) => {
+                    let kind = match status.code {
+                        super::Code::InvalidArgument | super::Code::Unimplemented => ErrorKind::RpcBadRequest,
+                        _ => ErrorKind::RpcHandlerError,
+                    };
+                    m.error(kind);
+                    tracing::debug!(label = cfg.label, method = %router.method_name(header.service, header.method), "call failed: {status}");
+                    OutFrame::new(FrameHeader::reply_to(&header, FrameKind::Error), &status.to_proto().encode_to_vec())
+                }
+            };
+            let _ = tx.send(frame).await;
+            in_flight.set(in_flight.get() - 1);
+            drop(permit);
+        })
+        .detach();
+    }
+}

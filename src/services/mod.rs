@@ -1,0 +1,17 @@
+//! Per-shard services: each feeds inputs to its logic and performs the resulting IO.
+//!
+//! - [`node`]: shard 0's node-wide services (GCS, session, clients, acceptor, metrics).
+//! - [`gcs`]: the embedded GCS (head only).
+//! - [`session`]: this node's registration, heartbeats and peer directory.
+//! - [`clients`]: registered workers and drivers.
+//! - [`node_rpc`]: NodeManagerService.
+//! - [`node_stats`]: GetNodeStats gathering.
+//! - [`routes`]: which services each port serves.
+
+pub mod clients;
+pub mod gcs;
+pub mod node;
+pub mod node_rpc;
+pub mod node_stats;
+pub mod routes;
+pub mod session;

@@ -1,0 +1,183 @@
+//! The node-wide services of shard 0: the GCS (on the head), this node's GCS session,
+//! the client table, the local socket's acceptor, and the metrics endpoint. Each is its own
+//! type; this struct only holds them together and runs the start/stop steps that touch
+//! several of them.
+
+use super::clients::ClientTable;
+use super::gcs::GcsServer;
+use super::session::GcsSession;
+use crate::ids::NodeId;
+use crate::local::codec::Register;
+use crate::shard::msg::Req;
+use crate::shard::Shard;
+use crate::wire::rpc::*;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+/// The node id a configuration names.
+pub fn node_id_of(cfg: &crate::config::NodeConfig) -> NodeId {
+    cfg.node_id
+}
+
+/// Shard 0's node-wide services.
+#[derive(Debug)]
+pub struct NodeServices {
+    /// Registered workers and drivers.
+    pub clients: ClientTable,
+    /// The GCS (head only).
+    pub gcs: Option<Rc<GcsServer>>,
+    session: RefCell<Option<Rc<GcsSession>>>,
+    gcs_addr: Cell<Option<SocketAddr>>,
+    metrics_addr: Cell<Option<SocketAddr>>,
+}
+
+impl NodeServices {
+    /// Creates the services and binds what shard 0 alone serves (GCS port on the head,
+    /// metrics endpoint, local socket).
+    pub async fn create(shard: &Rc<Shard>) -> Result<Rc<Self>, String> {
+        let cfg = &shard.cfg;
+        let gcs = cfg.head.then(|| GcsServer::new(cfg.heartbeat_timeout, &cfg.system_config, shard.node_id));
+        let node = Rc::new(Self {
+            clients: ClientTable::new(shard.node_id),
+            gcs,
+            session: RefCell::new(None),
+            gcs_addr: Cell::new(cfg.gcs_address),
+            metrics_addr: Cell::new(None),
+        });
+        if let Some(gcs) = &node.gcs {
+            let addr = SocketAddr::new(cfg.node_ip, cfg.gcs_port);
+            let listener = glommio::net::TcpListener::bind(addr).map_err(|e| format!("GCS port {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            node.gcs_addr.set(Some(bound));
+            let router = Rc::new(super::routes::gcs(gcs));
+            let server = Rc::new(crate::rpc::server::ServerConfig {
+                label: "gcs",
+                auth_token: shard.token.clone(),
+                limits: crate::rpc::frame::FrameLimits { max_payload: cfg.max_rpc_frame, max_trailer: 0 },
+                hello_timeout: std::time::Duration::from_secs(5),
+                max_in_flight: 4096,
+                shard: 0,
+                metrics: shard.metrics.clone(),
+            });
+            shard.keep(glommio::spawn_local(crate::rpc::server::serve(listener, router, server)).detach());
+        }
+        let maddr = SocketAddr::new(cfg.metrics_bind, cfg.metrics_port);
+        let ml = glommio::net::TcpListener::bind(maddr).map_err(|e| format!("metrics port {maddr}: {e}"))?;
+        node.metrics_addr.set(Some(ml.local_addr().map_err(|e| e.to_string())?));
+        let metrics = shard.metrics.clone();
+        let render = Rc::new(move || metrics.render(super::routes::method_name));
+        shard.keep(glommio::spawn_local(crate::rpc::http::serve_metrics(ml, render)).detach());
+        crate::local::listener::start(shard)
+            .map_err(|e| format!("local socket {}: {e}", cfg.socket_path().display()))?;
+        Ok(node)
+    }
+
+    /// The GCS session (after `join_cluster`).
+    pub fn session(&self) -> Option<Rc<GcsSession>> {
+        self.session.borrow().clone()
+    }
+
+    /// The GCS address this node uses.
+    pub fn gcs_addr(&self) -> Option<SocketAddr> {
+        self.gcs_addr.get()
+    }
+
+    /// Registers the node with the GCS and hands the system config to every shard.
+    pub async fn join_cluster(&self, shard: &Rc<Shard>) -> Result<(), String> {
+        let gcs_addr = self.gcs_addr.get().ok_or("no GCS address")?;
+        shard.gcs_address.set(Some(gcs_addr));
+        let session = GcsSession::new(shard, gcs_addr);
+        let ports = shard.ports.get().ok_or("ports unknown")?;
+        let cfg = &shard.cfg;
+        let info = GcsNodeInfo {
+            node_id: shard.node_id.to_vec(),
+            node_manager_address: cfg.node_ip.to_string(),
+            raylet_socket_name: cfg.socket_path().display().to_string(),
+            node_manager_port: i32::from(ports.node_manager_port),
+            object_manager_port: i32::from(ports.object_manager_port),
+            state: NodeState::Alive as i32,
+            node_manager_hostname: hostname(),
+            metrics_export_port: self.metrics_addr.get().map(|a| i32::from(a.port())).unwrap_or(0),
+            start_time_ms: super::gcs::now_ms(),
+            resources_total: cfg.resources.iter().cloned().collect(),
+            node_name: cfg.node_name.clone(),
+            is_head_node: cfg.head,
+            end_time_ms: 0,
+            death_reason: String::new(),
+            num_shards: shard.n as u32,
+        };
+        let system_config = session.register(info).await?;
+        *self.session.borrow_mut() = Some(session);
+        for r in shard.mesh.call_all(|_| Req::Config(system_config.clone())).await {
+            r.map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the session files and prints the one ready line.
+    pub fn announce_ready(&self, shard: &Shard) {
+        let cfg = &shard.cfg;
+        let ports = shard.ports.get().expect("ports are bound before the node is ready");
+        let gcs = self.gcs_addr.get().map(|a| a.to_string()).unwrap_or_default();
+        if cfg.head {
+            crate::cli::session::publish_head(cfg, &gcs);
+        }
+        let line = format!(
+            "raylet ready node_id={} gcs_address={} node_manager_address={}:{} object_manager_address={}:{} metrics_address={} socket={} session_dir={}",
+            shard.node_id,
+            gcs,
+            cfg.node_ip,
+            ports.node_manager_port,
+            cfg.node_ip,
+            ports.object_manager_port,
+            self.metrics_addr.get().map(|a| a.to_string()).unwrap_or_default(),
+            cfg.socket_path().display(),
+            cfg.session_dir.display()
+        );
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+        tracing::info!("{line}");
+    }
+
+    /// Starts shard 0's periodic jobs: heartbeats, the node-table watch, and on the head
+    /// the GCS failure detector.
+    pub fn start_periodic(self: &Rc<Self>, shard: &Rc<Shard>) {
+        if let Some(gcs) = &self.gcs {
+            shard.keep(glommio::spawn_local(gcs.clone().detect_failures()).detach());
+        }
+        if let Some(session) = self.session() {
+            let period = shard.cfg.heartbeat_period;
+            shard.keep(glommio::spawn_local(session.clone().heartbeat_loop(shard.clone(), period)).detach());
+            shard.keep(glommio::spawn_local(session.watch_nodes(shard.clone(), |_| {})).detach());
+        }
+    }
+
+    /// Graceful stop: unregister from the GCS and remove the socket.
+    pub async fn stop(&self, shard: &Shard, reason: &str) {
+        if let Some(s) = self.session() {
+            s.set_stopping();
+            s.unregister(shard.node_id, reason).await;
+        }
+        let _ = std::fs::remove_file(shard.cfg.socket_path());
+    }
+
+    /// Whether a worker's startup token is one this node's pool issued.
+    pub fn check_worker_token(&self, req: &Register) -> Result<(), String> {
+        if req.startup_token < 0 {
+            return Err("a worker must present the startup token it was started with".into());
+        }
+        Ok(())
+    }
+
+    /// The node's GetNodeStats: gathers every shard.
+    pub async fn node_stats(&self, shard: &Rc<Shard>) -> GetNodeStatsReply {
+        super::node_stats::gather(self, shard).await
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+}

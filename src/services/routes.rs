@@ -1,0 +1,61 @@
+//! Which services each TCP port serves, and method names for metrics and logs.
+
+use super::gcs::GcsServer;
+use super::node_rpc::NodeRpc;
+use crate::rpc::server::Router;
+use crate::shard::Shard;
+use crate::wire::rpc::*;
+use std::rc::Rc;
+
+macro_rules! service {
+    ($router:expr, $module:ident, $handler:expr) => {{
+        let h = $handler;
+        $router.add(
+            $module::SERVICE_ID,
+            $module::method_name,
+            Rc::new(move |method, payload| {
+                let h = h.clone();
+                Box::pin(async move { $module::dispatch(&h, method, &payload).await })
+            }),
+        );
+    }};
+}
+
+/// The node manager port: NodeManagerService.
+pub fn node_manager(shard: &Rc<Shard>) -> Router {
+    let mut r = Router::default();
+    service!(r, node_manager_service, NodeRpc(shard.clone()));
+    r
+}
+
+/// The object manager port (ObjectManagerService).
+pub fn object_manager(_shard: &Rc<Shard>) -> Router {
+    Router::default()
+}
+
+/// The GCS port (head only).
+pub fn gcs(gcs: &Rc<GcsServer>) -> Router {
+    let mut r = Router::default();
+    service!(r, node_info_gcs_service, gcs.clone());
+    service!(r, heartbeat_info_gcs_service, gcs.clone());
+    service!(r, node_resource_info_gcs_service, gcs.clone());
+    service!(r, internal_kv_gcs_service, gcs.clone());
+    r
+}
+
+/// "Service.Method" for a (service, method) pair, for metrics.
+pub fn method_name(service: u16, method: u16) -> Option<String> {
+    let (svc, name): (&str, fn(u16) -> Option<&'static str>) = match service {
+        node_manager_service::SERVICE_ID => (node_manager_service::NAME, node_manager_service::method_name),
+        node_info_gcs_service::SERVICE_ID => (node_info_gcs_service::NAME, node_info_gcs_service::method_name),
+        heartbeat_info_gcs_service::SERVICE_ID => {
+            (heartbeat_info_gcs_service::NAME, heartbeat_info_gcs_service::method_name)
+        }
+        node_resource_info_gcs_service::SERVICE_ID => {
+            (node_resource_info_gcs_service::NAME, node_resource_info_gcs_service::method_name)
+        }
+        internal_kv_gcs_service::SERVICE_ID => (internal_kv_gcs_service::NAME, internal_kv_gcs_service::method_name),
+        _ => return None,
+    };
+    name(method).map(|m| format!("{svc}.{m}"))
+}

@@ -1,0 +1,46 @@
+//! Routes each mesh request to the service that owns it on this shard.
+
+use super::msg::{Rep, Req};
+use super::run::{handle_start, handle_stop, Shard};
+use crate::ids::ShardId;
+use std::rc::Rc;
+
+/// Handles one request from shard `from`. `None` for one-way messages.
+pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
+    match req {
+        Req::Start(info) => Some(handle_start(&shard, info)),
+        Req::Stop => Some(handle_stop(&shard)),
+        Req::Shutdown { reason, code } => {
+            shard.trigger_shutdown(reason, code);
+            None
+        }
+        Req::AdoptLocal(fd) => {
+            crate::local::conn::adopt(&shard, fd);
+            None
+        }
+        Req::Config(json) => {
+            *shard.system_config.borrow_mut() = json;
+            Some(Rep::Ack)
+        }
+        Req::Stats => Some(crate::services::node_stats::shard_stats(&shard)),
+        Req::NodeStats => Some(match shard.node() {
+            Some(node) => Rep::NodeStats(Box::new(node.node_stats(&shard).await)),
+            None => Rep::Ack,
+        }),
+        Req::RegisterClient { shard: conn_shard, req } => Some(match shard.node() {
+            Some(node) => Rep::Registered(node.clients.register(&shard, conn_shard, req)),
+            None => Rep::Ack,
+        }),
+        Req::ClientPort { worker_id, port } => Some(match shard.node() {
+            Some(node) => Rep::PortAnnounced(node.clients.announce_port(worker_id, port)),
+            None => Rep::Ack,
+        }),
+        Req::ClientGone { worker_id, detail } => {
+            if let Some(node) = shard.node() {
+                node.clients.gone(worker_id, &detail);
+            }
+            let _ = from;
+            None
+        }
+    }
+}

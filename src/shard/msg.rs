@@ -1,0 +1,81 @@
+//! The typed messages shards exchange. One enum per direction; each domain adds variants
+//! here and handles them in `shard::dispatch`. Messages carry owned data, ids and offsets,
+//! never object bytes and never references.
+
+use crate::ids::ShardId;
+use crate::local::codec::{Register, RegisterReply};
+use crate::wire::rpc::{GetNodeStatsReply, ShardStats, WorkerStats};
+use std::os::unix::io::RawFd;
+
+/// Ports shard 0 bound, which every other shard binds too (`SO_REUSEPORT`).
+#[derive(Debug, Clone, Copy)]
+pub struct StartInfo {
+    /// NodeManagerService port.
+    pub node_manager_port: u16,
+    /// ObjectManagerService port.
+    pub object_manager_port: u16,
+}
+
+/// A request from one shard to another.
+#[derive(Debug)]
+pub enum Req {
+    /// Shard 0 → i: bind your listeners and start your services.
+    Start(StartInfo),
+    /// Shard 0 → i: stop everything (reverse start order).
+    Stop,
+    /// Anyone → shard 0: begin a graceful node shutdown with this exit code.
+    Shutdown {
+        /// Why.
+        reason: String,
+        /// Process exit code.
+        code: i32,
+    },
+    /// Acceptor → owner shard: serve this local connection (raw fd, already checked).
+    AdoptLocal(RawFd),
+    /// Connection shard → shard 0: register a worker or driver.
+    RegisterClient {
+        /// The connection's shard.
+        shard: ShardId,
+        /// What it sent.
+        req: Register,
+    },
+    /// Connection shard → shard 0: a registered client announced its port.
+    ClientPort {
+        /// Which client.
+        worker_id: crate::ids::WorkerId,
+        /// Its port.
+        port: i32,
+    },
+    /// Connection shard → shard 0: a registered client went away.
+    ClientGone {
+        /// Which client.
+        worker_id: crate::ids::WorkerId,
+        /// Graceful or not, and why.
+        detail: String,
+    },
+    /// Shard 0 → all: the system config JSON from the GCS.
+    Config(String),
+    /// Gather this shard's statistics.
+    Stats,
+    /// Any shard → shard 0: produce the node's GetNodeStats reply.
+    NodeStats,
+}
+
+/// A reply.
+#[derive(Debug)]
+pub enum Rep {
+    /// Start result.
+    Started(Result<(), String>),
+    /// Stop finished.
+    Stopped,
+    /// Registration verdict.
+    Registered(RegisterReply),
+    /// Port announcement verdict.
+    PortAnnounced(Result<(), String>),
+    /// One shard's statistics.
+    Stats(ShardStats, Vec<WorkerStats>),
+    /// The node's statistics.
+    NodeStats(Box<GetNodeStatsReply>),
+    /// Plain acknowledgement.
+    Ack,
+}
