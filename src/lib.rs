@@ -38,5 +38,6 @@ pub mod metrics;
 pub mod rpc;
 pub mod services;
 pub mod shard;
+pub mod store;
 pub mod telemetry;
 pub mod wire;

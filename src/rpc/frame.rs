@@ -333,12 +333,7 @@ mod tests {
             let mut d = FrameDecoder::new(FrameLimits { max_payload: 1 << 16, max_trailer: 1 << 16 });
             for c in chunks {
                 d.feed(&c);
-                loop {
-                    match d.next_frame() {
-                        Ok(Some(_)) => continue,
-                        Ok(None) | Err(_) => break,
-                    }
-                }
+                while let Ok(Some(_)) = d.next_frame() {}
             }
         }
 

@@ -4,7 +4,7 @@
 //! - [`gcs`]: the embedded GCS (head only).
 //! - [`session`]: this node's registration, heartbeats and peer directory.
 //! - [`clients`]: registered workers and drivers.
-//! - [`node_rpc`]: NodeManagerService.
+//! - [`node_rpc`]: the NodeManagerService handler.
 //! - [`node_stats`]: GetNodeStats gathering.
 //! - [`routes`]: which services each port serves.
 
