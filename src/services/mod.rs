@@ -7,11 +7,15 @@
 //! - [`node_rpc`]: the NodeManagerService handler.
 //! - [`node_stats`]: GetNodeStats gathering.
 //! - [`routes`]: which services each port serves.
+//! - [`sched`]: the scheduling plane (pool, leases, resources, bundles).
+//! - [`objects`]: the object plane (store, pins, spilling, transfer).
 
 pub mod clients;
 pub mod gcs;
 pub mod node;
 pub mod node_rpc;
 pub mod node_stats;
+pub mod objects;
 pub mod routes;
+pub mod sched;
 pub mod session;

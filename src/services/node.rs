@@ -172,6 +172,11 @@ impl NodeServices {
         Ok(())
     }
 
+    /// A child process of this node ended (reaped by the signal thread).
+    pub fn child_exited(&self, _shard: &Rc<Shard>, exit: crate::shard::bootstrap::ChildExit) {
+        tracing::debug!(pid = exit.pid, code = exit.code, "child process exited");
+    }
+
     /// The node's GetNodeStats: gathers every shard.
     pub async fn node_stats(&self, shard: &Rc<Shard>) -> GetNodeStatsReply {
         super::node_stats::gather(self, shard).await

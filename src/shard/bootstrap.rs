@@ -20,14 +20,15 @@ const MESH_DEPTH: usize = 1024;
 pub fn run(cfg: NodeConfig) -> i32 {
     raise_memlock(cfg.shards);
     let (sig_tx, sig_rx) = futures_channel::mpsc::channel::<i32>(4);
-    if let Err(e) = spawn_signal_thread(sig_tx) {
+    let (exit_tx, exit_rx) = futures_channel::mpsc::channel::<ChildExit>(1024);
+    if let Err(e) = spawn_signal_thread(sig_tx, exit_tx) {
         tracing::error!("cannot install signal handling: {e}");
         return 1;
     }
     let metrics = Metrics::new(cfg.shards);
     let mesh = MeshBuilder::<ShardMsg, _>::full(cfg.shards, MESH_DEPTH);
     let cpus = allowed_cpus();
-    let mut inputs = Some(ProcessInputs { signals: sig_rx });
+    let mut inputs = Some(ProcessInputs { signals: sig_rx, child_exits: exit_rx });
     let mut handles = Vec::with_capacity(cfg.shards);
     for i in 0..cfg.shards {
         let placement = match cpus.get(i % cpus.len().max(1)) {
@@ -99,22 +100,45 @@ fn allowed_cpus() -> Vec<usize> {
     }
 }
 
-/// Blocks SIGTERM and SIGINT in every thread (the mask is inherited by threads spawned
-/// later) and forwards them from one thread that waits in `sigwait`.
-fn spawn_signal_thread(mut tx: futures_channel::mpsc::Sender<i32>) -> std::io::Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.thread_block().map_err(std::io::Error::from)?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || loop {
-        match set.wait() {
-            Ok(sig) => {
-                if tx.try_send(sig as i32).is_err() {
-                    return;
+/// A child process that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildExit {
+    /// Its pid.
+    pub pid: i32,
+    /// Exit code, or `128 + signal` when killed by a signal.
+    pub code: i32,
+}
+
+/// One thread receives SIGTERM, SIGINT and SIGCHLD through signal-hook (no signal masks are
+/// touched, so children start with default handling). Termination signals go to shard 0;
+/// on SIGCHLD the thread reaps every exited child with `waitpid(WNOHANG)` and forwards
+/// each exit, so the worker pool learns of deaths at once without polling.
+fn spawn_signal_thread(
+    mut sigs: futures_channel::mpsc::Sender<i32>,
+    mut exits: futures_channel::mpsc::Sender<ChildExit>,
+) -> std::io::Result<()> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGCHLD])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if sig != SIGCHLD {
+                let _ = sigs.try_send(sig);
+                continue;
+            }
+            loop {
+                let exit = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(pid, code)) => ChildExit { pid: pid.as_raw(), code },
+                    Ok(WaitStatus::Signaled(pid, sig, _)) => ChildExit { pid: pid.as_raw(), code: 128 + sig as i32 },
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => continue,
+                };
+                let sent = futures_lite::future::block_on(futures_lite::future::poll_fn(|cx| exits.poll_ready(cx)))
+                    .and_then(|_| exits.start_send(exit));
+                if sent.is_err() {
+                    break;
                 }
             }
-            Err(_) => return,
         }
     })?;
     Ok(())

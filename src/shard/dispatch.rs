@@ -35,6 +35,8 @@ pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
             Some(node) => Rep::PortAnnounced(node.clients.announce_port(worker_id, port)),
             None => Rep::Ack,
         }),
+        Req::Sched(r) => match r {},
+        Req::Obj(r) => match r {},
         Req::ClientGone { worker_id, detail } => {
             if let Some(node) = shard.node() {
                 node.clients.gone(worker_id, &detail);

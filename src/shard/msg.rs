@@ -59,6 +59,10 @@ pub enum Req {
     Stats,
     /// Any shard → shard 0: produce the node's GetNodeStats reply.
     NodeStats,
+    /// The scheduling plane's messages.
+    Sched(crate::services::sched::msg::SchedReq),
+    /// The object plane's messages.
+    Obj(crate::services::objects::msg::ObjReq),
 }
 
 /// A reply.
@@ -78,4 +82,8 @@ pub enum Rep {
     NodeStats(Box<GetNodeStatsReply>),
     /// Plain acknowledgement.
     Ack,
+    /// The scheduling plane's replies.
+    Sched(crate::services::sched::msg::SchedRep),
+    /// The object plane's replies.
+    Obj(crate::services::objects::msg::ObjRep),
 }

@@ -22,11 +22,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// What only shard 0 receives from the process: signals.
+/// What only shard 0 receives from the process: signals and child exits.
 #[derive(Debug)]
 pub struct ProcessInputs {
     /// SIGTERM / SIGINT numbers from the signal thread.
     pub signals: mpsc::Receiver<i32>,
+    /// Reaped child processes (worker pool, agent).
+    pub child_exits: mpsc::Receiver<super::bootstrap::ChildExit>,
 }
 
 /// The per-shard context every service of this shard hangs off.
@@ -241,12 +243,24 @@ async fn run_coordinator(shard: &Rc<Shard>, process: Option<ProcessInputs>) -> i
             return 1;
         }
     };
-    if let Some(mut p) = process {
+    if let Some(p) = process {
+        let (mut signals, mut exits) = (p.signals, p.child_exits);
         let s = shard.clone();
         shard.keep(
             glommio::spawn_local(async move {
-                if let Some(sig) = p.signals.next().await {
+                if let Some(sig) = signals.next().await {
                     s.trigger_shutdown(format!("received signal {sig}"), 0);
+                }
+            })
+            .detach(),
+        );
+        let s = shard.clone();
+        shard.keep(
+            glommio::spawn_local(async move {
+                while let Some(exit) = exits.next().await {
+                    if let Some(node) = s.node() {
+                        node.child_exited(&s, exit);
+                    }
                 }
             })
             .detach(),

@@ -1,0 +1,4 @@
+//! The scheduling plane: worker pool, resources, leases, placement-group bundles.
+
+pub mod msg;
+pub mod rpc;
