@@ -8,16 +8,17 @@ use std::rc::Rc;
 /// Handles one request from shard `from`. `None` for one-way messages.
 pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
     match req {
-        Req::Start(info) => Some(handle_start(&shard, info)),
+        Req::Start(info, arena) => Some(handle_start(&shard, info, arena)),
         Req::Stop => Some(handle_stop(&shard)),
         Req::Shutdown { reason, code } => {
             shard.trigger_shutdown(reason, code);
             None
         }
         Req::AdoptLocal(fd) => {
-            crate::local::conn::adopt(&shard, fd);
+            crate::local::conn::adopt(&shard, fd, crate::local::conn::SocketKind::Main);
             None
         }
+        Req::IsClient(id) => Some(Rep::IsClient(shard.node().is_some_and(|n| n.clients.is_registered(&id)))),
         Req::Config(json) => {
             *shard.system_config.borrow_mut() = json;
             Some(Rep::Ack)
@@ -36,7 +37,7 @@ pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
             None => Rep::Ack,
         }),
         Req::Sched(r) => match r {},
-        Req::Obj(r) => match r {},
+        Req::Obj(r) => crate::services::objects::handle::handle(shard, r).await,
         Req::ClientGone { worker_id, detail } => {
             if let Some(node) = shard.node() {
                 node.clients.gone(worker_id, &detail);

@@ -19,8 +19,8 @@ pub struct StartInfo {
 /// A request from one shard to another.
 #[derive(Debug)]
 pub enum Req {
-    /// Shard 0 → i: bind your listeners and start your services.
-    Start(StartInfo),
+    /// Shard 0 → i: bind your listeners and start your services over the store's memory.
+    Start(StartInfo, std::sync::Arc<crate::store::arena::Arena>),
     /// Shard 0 → i: stop everything (reverse start order).
     Stop,
     /// Anyone → shard 0: begin a graceful node shutdown with this exit code.
@@ -39,6 +39,8 @@ pub enum Req {
         /// What it sent.
         req: Register,
     },
+    /// Connection shard → shard 0: is this client registered (per-shard attach)?
+    IsClient(crate::ids::WorkerId),
     /// Connection shard → shard 0: a registered client announced its port.
     ClientPort {
         /// Which client.
@@ -74,6 +76,8 @@ pub enum Rep {
     Stopped,
     /// Registration verdict.
     Registered(RegisterReply),
+    /// Whether a client is registered.
+    IsClient(bool),
     /// Port announcement verdict.
     PortAnnounced(Result<(), String>),
     /// One shard's statistics.

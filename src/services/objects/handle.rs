@@ -1,0 +1,26 @@
+//! Mesh requests of the object plane, served by the shard that owns the objects (or, for
+//! arena ranges, by shard 0).
+
+use super::msg::{ObjRep, ObjReq};
+use crate::shard::msg::Rep;
+use crate::shard::Shard;
+use std::rc::Rc;
+
+/// Handles one object-plane request on this shard.
+pub async fn handle(shard: Rc<Shard>, req: ObjReq) -> Option<Rep> {
+    let store = super::local_store(&shard)?;
+    Some(Rep::Obj(match req {
+        ObjReq::Op { client, op } => ObjRep::Op(store.execute(&shard, client, op).await),
+        ObjReq::ClientGone(client) => {
+            store.client_gone(&shard, client);
+            return None;
+        }
+        ObjReq::AllocRange(len) => ObjRep::Range(store.memory.global_alloc_local(&shard, len)),
+        ObjReq::FreeRange(offset) => {
+            store.memory.global_free_local(offset);
+            return None;
+        }
+        ObjReq::Evict(bytes) => ObjRep::Freed(store.evict(&shard, bytes)),
+        ObjReq::Spill(bytes) => ObjRep::Freed(super::spilling::spill(&shard, &store, bytes).await),
+    }))
+}
