@@ -61,6 +61,8 @@ pub struct NodeConfig {
     pub system_config: String,
     /// Node name shown in status.
     pub node_name: String,
+    /// A pull with no copy anywhere fails after this long.
+    pub fetch_timeout: Duration,
 }
 
 impl NodeConfig {
@@ -92,6 +94,7 @@ impl NodeConfig {
             max_rpc_frame: 64 << 20,
             system_config: "{}".into(),
             node_name: String::new(),
+            fetch_timeout: Duration::from_secs(60),
         }
     }
 

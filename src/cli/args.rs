@@ -23,6 +23,73 @@ pub enum Command {
     Status(StatusArgs),
     /// Gracefully stop nodes (ShutdownRaylet).
     Stop(StopArgs),
+    /// Object store usage of every node and its objects.
+    Memory(MemoryArgs),
+    /// Put, get or delete an object through a local raylet.
+    Object(ObjectArgs),
+}
+
+/// `raylet memory`.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `raylet object ...`.
+#[derive(Debug, Args)]
+pub struct ObjectArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ObjectCommand,
+}
+
+/// Object subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ObjectCommand {
+    /// Store FILE as a new pinned primary copy on the node; prints its id.
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// The raylet socket (default: the head of the newest local session).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Root of session directories.
+        #[arg(long, default_value = "/tmp/raylet")]
+        temp_dir: PathBuf,
+    },
+    /// Write an object's bytes (pulled from another node when needed) to stdout or -o FILE.
+    Get {
+        /// The object id (hex).
+        id: String,
+        /// The raylet socket (default: the head of the newest local session).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Output file.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// How long to wait for the object, in ms.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+        /// Root of session directories.
+        #[arg(long, default_value = "/tmp/raylet")]
+        temp_dir: PathBuf,
+    },
+    /// Delete an object (unpins the primary copy).
+    Delete {
+        /// The object id (hex).
+        id: String,
+        /// The raylet socket (default: the head of the newest local session).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Root of session directories.
+        #[arg(long, default_value = "/tmp/raylet")]
+        temp_dir: PathBuf,
+    },
 }
 
 /// Output format of inspection commands.
@@ -151,6 +218,9 @@ pub struct StartArgs {
     /// Node name shown in status.
     #[arg(long, default_value = "")]
     pub node_name: String,
+    /// A pull with no copy of the object anywhere fails after this many ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub fetch_timeout_ms: u64,
 }
 
 impl StartArgs {
@@ -201,6 +271,7 @@ impl StartArgs {
         cfg.max_local_frame = self.max_local_frame;
         cfg.system_config = self.system_config.clone();
         cfg.node_name = self.node_name.clone();
+        cfg.fetch_timeout = Duration::from_millis(self.fetch_timeout_ms);
         Ok(cfg)
     }
 }

@@ -2,6 +2,8 @@
 //! control commands. `raylet start` hands off to `shard::bootstrap`.
 
 pub mod args;
+pub mod memory;
+pub mod object;
 pub mod session;
 pub mod status;
 pub mod stop;

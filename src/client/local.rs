@@ -223,7 +223,13 @@ impl LocalClient {
     }
 
     /// Creates an object of `data_size` + `metadata_size` bytes to be written in place.
-    pub fn create(&mut self, id: ObjectId, data_size: u64, metadata_size: u64, primary: bool) -> Result<ObjectWriter, ClientError> {
+    pub fn create(
+        &mut self,
+        id: ObjectId,
+        data_size: u64,
+        metadata_size: u64,
+        primary: bool,
+    ) -> Result<ObjectWriter, ClientError> {
         let m = LocalMessage::Create { id, data_size, metadata_size, primary };
         match self.call_owner(&id, &m)? {
             LocalMessage::CreateReply { error, message, spec, .. } => {
@@ -297,7 +303,11 @@ impl LocalClient {
             self.adopt_fds(fds)?;
             let LocalMessage::GetReply { objects, .. } = reply else { return Err(unexpected(reply)) };
             if objects.len() != idx.len() {
-                return Err(ClientError::Unexpected(format!("get reply has {} objects for {} ids", objects.len(), idx.len())));
+                return Err(ClientError::Unexpected(format!(
+                    "get reply has {} objects for {} ids",
+                    objects.len(),
+                    idx.len()
+                )));
             }
             for (i, spec) in idx.iter().zip(objects) {
                 out[*i] = self.view(*shard, spec)?;
@@ -332,10 +342,19 @@ impl LocalClient {
 
     /// Waits until `num_required` of `ids` are ready here or `timeout` passes; returns
     /// (ready, remaining).
-    pub fn wait(&mut self, ids: &[ObjectId], num_required: usize, timeout: Option<Duration>) -> Result<(Vec<ObjectId>, Vec<ObjectId>), ClientError> {
+    pub fn wait(
+        &mut self,
+        ids: &[ObjectId],
+        num_required: usize,
+        timeout: Option<Duration>,
+    ) -> Result<(Vec<ObjectId>, Vec<ObjectId>), ClientError> {
         self.flush_releases()?;
         let timeout_ms = timeout.map(|t| t.as_millis().min(i64::MAX as u128) as i64).unwrap_or(-1);
-        let m = LocalMessage::Wait { ids: ids.to_vec(), num_required: num_required.min(i32::MAX as usize) as i32, timeout_ms };
+        let m = LocalMessage::Wait {
+            ids: ids.to_vec(),
+            num_required: num_required.min(i32::MAX as usize) as i32,
+            timeout_ms,
+        };
         match self.main.call(&m)?.0 {
             LocalMessage::WaitReply { ready, remaining } => Ok((ready, remaining)),
             other => Err(unexpected(other)),

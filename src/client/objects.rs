@@ -33,7 +33,12 @@ pub struct ObjectView {
 }
 
 impl ObjectView {
-    pub(crate) fn new(seg: Arc<Segment>, spec: ObjectSpec, shard: usize, releases: Releases) -> Result<Self, super::ClientError> {
+    pub(crate) fn new(
+        seg: Arc<Segment>,
+        spec: ObjectSpec,
+        shard: usize,
+        releases: Releases,
+    ) -> Result<Self, super::ClientError> {
         // Validate the range once, so `data()` cannot fail later.
         seg.bytes(spec.offset, spec.data_size + spec.metadata_size)?;
         Ok(Self { seg, spec, shard, releases })

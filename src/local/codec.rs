@@ -127,7 +127,12 @@ mod tests {
         round_trip(LocalMessage::Attach { worker_id: WorkerId([1; 28]) });
         round_trip(LocalMessage::AttachReply { success: true, failure_reason: String::new(), shard: 1 });
         round_trip(LocalMessage::Create { id, data_size: 1 << 40, metadata_size: 3, primary: false });
-        round_trip(LocalMessage::CreateReply { error: StoreError::ObjectStoreFull, message: "full".into(), spec, mmap_size: 7 });
+        round_trip(LocalMessage::CreateReply {
+            error: StoreError::ObjectStoreFull,
+            message: "full".into(),
+            spec,
+            mmap_size: 7,
+        });
         round_trip(LocalMessage::Seal { id });
         round_trip(LocalMessage::SealReply { error: StoreError::Ok, message: String::new() });
         round_trip(LocalMessage::Abort { id });

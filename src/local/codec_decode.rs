@@ -109,7 +109,11 @@ pub fn decode_message(msg_type: u64, payload: &[u8]) -> Result<LocalMessage, Cod
         }
         M::AttachReply => {
             let r = env.message_as_attach_reply().ok_or(missing("attach reply"))?;
-            LocalMessage::AttachReply { success: r.success(), failure_reason: text(r.failure_reason()), shard: r.shard() }
+            LocalMessage::AttachReply {
+                success: r.success(),
+                failure_reason: text(r.failure_reason()),
+                shard: r.shard(),
+            }
         }
         M::CreateRequest => {
             let r = env.message_as_create_request().ok_or(missing("create"))?;
@@ -155,7 +159,9 @@ pub fn decode_message(msg_type: u64, payload: &[u8]) -> Result<LocalMessage, Cod
         }
         M::DeleteReply => {
             let r = env.message_as_delete_reply().ok_or(missing("delete reply"))?;
-            LocalMessage::DeleteReply { errors: r.errors().map(|v| v.iter().map(store_error).collect()).unwrap_or_default() }
+            LocalMessage::DeleteReply {
+                errors: r.errors().map(|v| v.iter().map(store_error).collect()).unwrap_or_default(),
+            }
         }
         M::ContainsRequest => {
             let r = env.message_as_contains_request().ok_or(missing("contains"))?;

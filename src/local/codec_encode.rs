@@ -119,8 +119,12 @@ fn encode_store(b: &mut FlatBufferBuilder<'_>, msg: &LocalMessage) -> Body {
         LocalMessage::CreateReply { error, message, spec, mmap_size } => {
             let m = b.create_string(message);
             let s = fb_spec(spec);
-            let args =
-                fb::CreateReplyArgs { error: fb_err(*error), message: Some(m), object: Some(&s), mmap_size: *mmap_size };
+            let args = fb::CreateReplyArgs {
+                error: fb_err(*error),
+                message: Some(m),
+                object: Some(&s),
+                mmap_size: *mmap_size,
+            };
             (fb::Message::CreateReply, fb::CreateReply::create(b, &args).as_union_value())
         }
         LocalMessage::Seal { id } => {

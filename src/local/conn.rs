@@ -71,7 +71,8 @@ pub fn adopt(shard: &Rc<Shard>, fd: RawFd, kind: SocketKind) {
         let m = s.metrics.shard(s.id.index());
         m.local_connections.fetch_add(1, Relaxed);
         let client = ClientId((u64::from(s.id.0) << 48) | seq);
-        let mut conn = Conn { shard: s.clone(), sock: fd, kind, client, registered: None, touched: Vec::new(), fd_sent: false };
+        let mut conn =
+            Conn { shard: s.clone(), sock: fd, kind, client, registered: None, touched: Vec::new(), fd_sent: false };
         if let Err((kind, why)) = conn.serve(stream).await {
             m.error(kind);
             tracing::warn!(shard = %s.id, "closing local connection: {why}");
@@ -84,7 +85,8 @@ pub fn adopt(shard: &Rc<Shard>, fd: RawFd, kind: SocketKind) {
     shard.local.tasks.borrow_mut().insert(seq, task);
 }
 
-pub(super) type Failure = (ErrorKind, String);
+/// Why a connection is closed: the error kind counted and the logged reason.
+pub type Failure = (ErrorKind, String);
 
 /// A connection's state.
 pub(super) struct Conn {
@@ -125,10 +127,18 @@ impl Conn {
         match msg {
             LocalMessage::Register(req) => {
                 if self.registered.is_some() || self.kind == SocketKind::Shard {
-                    return Err((ErrorKind::LocalBadFrame, "registration on an already registered or per-shard connection".into()));
+                    return Err((
+                        ErrorKind::LocalBadFrame,
+                        "registration on an already registered or per-shard connection".into(),
+                    ));
                 }
                 let (id, kind) = (req.worker_id, req.kind);
-                let mut reply = match self.shard.mesh.call(ShardId::NODE, Req::RegisterClient { shard: self.shard.id, req }).await {
+                let mut reply = match self
+                    .shard
+                    .mesh
+                    .call(ShardId::NODE, Req::RegisterClient { shard: self.shard.id, req })
+                    .await
+                {
                     Ok(Rep::Registered(r)) => r,
                     other => return Err((ErrorKind::LocalIo, format!("registration failed internally: {other:?}"))),
                 };
@@ -136,7 +146,9 @@ impl Conn {
                 if ok {
                     self.registered = Some((id, kind));
                     reply.num_shards = self.shard.n as u16;
-                    reply.shard_sockets = (0..self.shard.n).map(|i| super::listener::shard_socket_path(&self.shard.cfg, i).display().to_string()).collect();
+                    reply.shard_sockets = (0..self.shard.n)
+                        .map(|i| super::listener::shard_socket_path(&self.shard.cfg, i).display().to_string())
+                        .collect();
                 }
                 tx.send(LocalOut::frame(codec::encode(&LocalMessage::RegisterReply(reply)))).await;
                 Ok(ok)
@@ -145,7 +157,10 @@ impl Conn {
                 if self.kind != SocketKind::Shard || self.registered.is_some() {
                     return Err((ErrorKind::LocalBadFrame, "Attach is only valid first on a per-shard socket".into()));
                 }
-                let known = matches!(self.shard.mesh.call(ShardId::NODE, Req::IsClient(worker_id)).await, Ok(Rep::IsClient(true)));
+                let known = matches!(
+                    self.shard.mesh.call(ShardId::NODE, Req::IsClient(worker_id)).await,
+                    Ok(Rep::IsClient(true))
+                );
                 let reply = LocalMessage::AttachReply {
                     success: known,
                     failure_reason: if known { String::new() } else { format!("worker {worker_id} is not registered") },
@@ -206,7 +221,9 @@ impl Conn {
             | LocalMessage::DeleteReply { .. }
             | LocalMessage::ContainsReply { .. }
             | LocalMessage::GetReply { .. }
-            | LocalMessage::WaitReply { .. } => Err((ErrorKind::LocalBadFrame, "a client sent a reply-only message".into())),
+            | LocalMessage::WaitReply { .. } => {
+                Err((ErrorKind::LocalBadFrame, "a client sent a reply-only message".into()))
+            }
         }
     }
 
@@ -222,12 +239,20 @@ impl Conn {
                     store.client_gone(&self.shard, self.client);
                 }
             } else {
-                let _ = self.shard.mesh.tell(s, Req::Obj(crate::services::objects::msg::ObjReq::ClientGone(self.client))).await;
+                let _ = self
+                    .shard
+                    .mesh
+                    .tell(s, Req::Obj(crate::services::objects::msg::ObjReq::ClientGone(self.client)))
+                    .await;
             }
         }
         if self.kind == SocketKind::Main {
             if let Some((id, _)) = self.registered.take() {
-                let _ = self.shard.mesh.tell(ShardId::NODE, Req::ClientGone { worker_id: id, detail: detail.to_string() }).await;
+                let _ = self
+                    .shard
+                    .mesh
+                    .tell(ShardId::NODE, Req::ClientGone { worker_id: id, detail: detail.to_string() })
+                    .await;
             }
         }
         self.registered = None;
@@ -251,5 +276,7 @@ async fn read_message<R: AsyncRead + Unpin>(r: &mut R, max: u64) -> Result<Optio
     r.read_exact(&mut payload)
         .await
         .map_err(|e| (ErrorKind::LocalIo, format!("EOF in the middle of a frame payload: {e}")))?;
-    codec::decode_message(header.msg_type, &payload).map(Some).map_err(|e: CodecError| (ErrorKind::LocalBadFrame, e.to_string()))
+    codec::decode_message(header.msg_type, &payload)
+        .map(Some)
+        .map_err(|e: CodecError| (ErrorKind::LocalBadFrame, e.to_string()))
 }

@@ -19,7 +19,8 @@ pub fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<usi
     let iov = [std::io::IoSlice::new(bytes)];
     let fds = [fd];
     let cmsg = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL, None).map_err(std::io::Error::from)
+    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(std::io::Error::from)
 }
 
 /// Reads up to `buf.len()` bytes from the blocking socket `sock`, collecting any

@@ -34,7 +34,11 @@ fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Starts the acceptor thread for `listener`; returns the stream of checked descriptors.
-fn accept_thread(listener: UnixListener, metrics: Metrics, shard: usize) -> std::io::Result<futures_channel::mpsc::Receiver<RawFd>> {
+fn accept_thread(
+    listener: UnixListener,
+    metrics: Metrics,
+    shard: usize,
+) -> std::io::Result<futures_channel::mpsc::Receiver<RawFd>> {
     let (mut tx, rx) = futures_channel::mpsc::channel::<RawFd>(128);
     std::thread::Builder::new().name(format!("local-accept-{shard}")).spawn(move || {
         let me = nix::unistd::geteuid().as_raw();

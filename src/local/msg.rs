@@ -245,5 +245,3 @@ pub struct ObjectSpec {
     /// Metadata bytes, right after the data.
     pub metadata_size: u64,
 }
-
-

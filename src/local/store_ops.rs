@@ -65,7 +65,11 @@ impl Conn {
                 let r = self.run(self.owner(&id), op).await?;
                 let OpResult::Done(r) = r else { return Err(unexpected(r)) };
                 let (error, message) = r.err().unwrap_or((StoreError::Ok, String::new()));
-                let reply = if seal { LocalMessage::SealReply { error, message } } else { LocalMessage::AbortReply { error, message } };
+                let reply = if seal {
+                    LocalMessage::SealReply { error, message }
+                } else {
+                    LocalMessage::AbortReply { error, message }
+                };
                 self.reply(tx, reply, false).await;
             }
             LocalMessage::Release { ids } => {
@@ -137,7 +141,12 @@ impl Conn {
         Ok(out)
     }
 
-    async fn wait(&mut self, ids: &[ObjectId], n: i32, timeout_ms: i64) -> Result<(Vec<ObjectId>, Vec<ObjectId>), Failure> {
+    async fn wait(
+        &mut self,
+        ids: &[ObjectId],
+        n: i32,
+        timeout_ms: i64,
+    ) -> Result<(Vec<ObjectId>, Vec<ObjectId>), Failure> {
         let mut distinct: Vec<ObjectId> = Vec::new();
         for id in ids {
             if !distinct.contains(id) {
@@ -157,7 +166,8 @@ impl Conn {
         let tx = std::rc::Rc::new(tx);
         let call = self.client.0 ^ fastrand::u64(..);
         for (owner, part) in &groups {
-            let op = StoreOp::Wait { ids: part.iter().map(|(_, id)| *id).collect(), n: n.min(part.len()), timeout_ms, call };
+            let op =
+                StoreOp::Wait { ids: part.iter().map(|(_, id)| *id).collect(), n: n.min(part.len()), timeout_ms, call };
             let (shard, client, owner, tx) = (self.shard.clone(), self.client, *owner, tx.clone());
             glommio::spawn_local(async move {
                 let _ = tx.send((owner, run_on(&shard, client, owner, op).await)).await;
@@ -186,14 +196,15 @@ impl Conn {
 }
 
 /// Runs `op` for `client` on `owner`.
-pub(super) async fn run_on(
+pub async fn run_on(
     shard: &std::rc::Rc<crate::shard::Shard>,
     client: crate::logic::objects::ClientId,
     owner: ShardId,
     op: StoreOp,
 ) -> Result<OpResult, Failure> {
     if owner == shard.id {
-        let store = crate::services::objects::local_store(shard).ok_or((ErrorKind::LocalIo, "store not started".into()))?;
+        let store =
+            crate::services::objects::local_store(shard).ok_or((ErrorKind::LocalIo, "store not started".into()))?;
         return Ok(store.execute(shard, client, op).await);
     }
     match shard.mesh.call(owner, Req::Obj(ObjReq::Op { client, op })).await {

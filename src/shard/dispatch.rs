@@ -18,9 +18,11 @@ pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
             crate::local::conn::adopt(&shard, fd, crate::local::conn::SocketKind::Main);
             None
         }
+        Req::PeerAddrs => Some(Rep::PeerAddrs(shard.node().map(|n| n.peer_node_managers(&shard)).unwrap_or_default())),
         Req::IsClient(id) => Some(Rep::IsClient(shard.node().is_some_and(|n| n.clients.is_registered(&id)))),
-        Req::Config(json) => {
+        Req::Config(json, gcs) => {
             *shard.system_config.borrow_mut() = json;
+            shard.gcs_address.set(Some(gcs));
             Some(Rep::Ack)
         }
         Req::Stats => Some(crate::services::node_stats::shard_stats(&shard)),

@@ -55,12 +55,14 @@ pub enum Req {
         /// Graceful or not, and why.
         detail: String,
     },
-    /// Shard 0 → all: the system config JSON from the GCS.
-    Config(String),
+    /// Shard 0 → all: the system config JSON from the GCS, and the GCS address.
+    Config(String, std::net::SocketAddr),
     /// Gather this shard's statistics.
     Stats,
     /// Any shard → shard 0: produce the node's GetNodeStats reply.
     NodeStats,
+    /// Any shard → shard 0: the node manager addresses of every alive node (this one too).
+    PeerAddrs,
     /// The scheduling plane's messages.
     Sched(crate::services::sched::msg::SchedReq),
     /// The object plane's messages.
@@ -84,6 +86,8 @@ pub enum Rep {
     Stats(ShardStats, Vec<WorkerStats>),
     /// The node's statistics.
     NodeStats(Box<GetNodeStatsReply>),
+    /// Node manager addresses of alive nodes.
+    PeerAddrs(Vec<(crate::ids::NodeId, std::net::SocketAddr)>),
     /// Plain acknowledgement.
     Ack,
     /// The scheduling plane's replies.

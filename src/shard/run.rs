@@ -13,6 +13,7 @@ use crate::ids::{NodeId, ShardId};
 use crate::metrics::Metrics;
 use crate::rpc::server::ServerConfig;
 use crate::rpc::ClientPool;
+use crate::store::arena::Arena;
 use futures_channel::{mpsc, oneshot};
 use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
@@ -21,7 +22,6 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use crate::store::arena::Arena;
 use std::time::{Duration, Instant};
 
 /// What only shard 0 receives from the process: signals and child exits.
@@ -65,6 +65,7 @@ pub struct Shard {
     pub node: RefCell<Option<Rc<crate::services::node::NodeServices>>>,
     /// This shard's object store (after start).
     pub objects: RefCell<Option<Rc<crate::services::objects::store::ShardStore>>>,
+    bulk: Cell<Option<glommio::TaskQueueHandle>>,
     tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
     shutdown: RefCell<Option<oneshot::Sender<(String, i32)>>>,
 }
@@ -86,6 +87,18 @@ impl Shard {
         self.tasks.borrow_mut().push(t);
     }
 
+    /// Runs `fut` in this shard's bulk task queue (chunk copies, spilling), below the
+    /// latency-sensitive default queue.
+    pub fn spawn_bulk(&self, fut: impl std::future::Future<Output = ()> + 'static) {
+        match self.bulk.get().map(|tq| glommio::spawn_local_into(fut, tq)) {
+            Some(Ok(t)) => {
+                t.detach();
+            }
+            Some(Err(e)) => tracing::error!("cannot spawn bulk work: {e}"),
+            None => tracing::error!("bulk queue used before start"),
+        };
+    }
+
     /// Asks shard 0 to shut the node down gracefully with `code`.
     pub async fn request_shutdown(&self, reason: String, code: i32) {
         let _ = self.mesh.tell(ShardId::NODE, Req::Shutdown { reason, code }).await;
@@ -103,7 +116,10 @@ impl Shard {
         let ip = self.cfg.node_ip;
         let nm = TcpListener::bind(SocketAddr::new(ip, info.node_manager_port))?;
         let om = TcpListener::bind(SocketAddr::new(ip, info.object_manager_port))?;
-        let server = |label| {
+        let bulk =
+            glommio::executor().create_task_queue(glommio::Shares::Static(250), glommio::Latency::NotImportant, "bulk");
+        self.bulk.set(Some(bulk));
+        let server = |label, task_queue| {
             Rc::new(ServerConfig {
                 label,
                 auth_token: self.token.clone(),
@@ -115,18 +131,25 @@ impl Shard {
                 max_in_flight: 1024,
                 shard: self.id.index(),
                 metrics: self.metrics.clone(),
+                task_queue,
             })
         };
         let nm_router = Rc::new(crate::services::routes::node_manager(self));
         let om_router = Rc::new(crate::services::routes::object_manager(self));
-        self.keep(glommio::spawn_local(crate::rpc::server::serve(nm, nm_router, server("node_manager"))).detach());
-        self.keep(glommio::spawn_local(crate::rpc::server::serve(om, om_router, server("object_manager"))).detach());
+        self.keep(
+            glommio::spawn_local(crate::rpc::server::serve(nm, nm_router, server("node_manager", None))).detach(),
+        );
+        self.keep(
+            glommio::spawn_local(crate::rpc::server::serve(om, om_router, server("object_manager", Some(bulk))))
+                .detach(),
+        );
         crate::local::listener::start_shard_socket(self)?;
         Ok(())
     }
 
     /// Starts the periodic jobs of this shard (the one list of them).
     fn start_periodic(self: &Rc<Self>) {
+        self.keep(glommio::spawn_local(crate::services::objects::transfer::tick(self.clone())).detach());
         if let Some(node) = self.node() {
             node.start_periodic(self);
         }
@@ -191,6 +214,7 @@ pub async fn run_shard(
         local: crate::local::conn::LocalConns::default(),
         node: RefCell::new(None),
         objects: RefCell::new(None),
+        bulk: Cell::new(None),
         tasks: RefCell::new(Vec::new()),
         shutdown: RefCell::new(None),
     });
@@ -330,7 +354,10 @@ async fn create_arena(shard: &Rc<Shard>) -> Result<Arc<Arena>, String> {
     let waiter = glommio::executor().spawn_blocking(move || {
         let mut res = Ok(());
         for j in jobs {
-            match j.map_err(|e| e.to_string()).and_then(|h| h.join().map_err(|_| "prefault thread panicked".to_string())) {
+            match j
+                .map_err(|e| e.to_string())
+                .and_then(|h| h.join().map_err(|_| "prefault thread panicked".to_string()))
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => res = Err(e.to_string()),
                 Err(e) => res = Err(e),

@@ -52,9 +52,8 @@ impl Memory {
     pub fn new(shard: &Shard, capacity: u64) -> Self {
         let capacity = capacity / ALIGN * ALIGN;
         let slab_size = (capacity / 64).clamp(64 << 10, 4 << 20) / ALIGN * ALIGN;
-        let global = (shard.id == ShardId::NODE).then(|| {
-            RefCell::new(OffsetAllocator::new(0, capacity, ALIGN).expect("arena capacity is aligned"))
-        });
+        let global = (shard.id == ShardId::NODE)
+            .then(|| RefCell::new(OffsetAllocator::new(0, capacity, ALIGN).expect("arena capacity is aligned")));
         Self {
             me: shard.id,
             n: shard.n,
@@ -174,7 +173,12 @@ impl Memory {
     }
 
     /// Allocates `size` bytes, freeing memory as described in the module docs.
-    pub async fn allocate(&self, shard: &Rc<Shard>, store: &ShardStore, size: u64) -> Result<Placement, (StoreError, String)> {
+    pub async fn allocate(
+        &self,
+        shard: &Rc<Shard>,
+        store: &ShardStore,
+        size: u64,
+    ) -> Result<Placement, (StoreError, String)> {
         let deadline = Instant::now() + FULL_TIMEOUT;
         loop {
             if let Some(p) = self.try_alloc(shard, size).await {

@@ -8,13 +8,19 @@
 //! - [`handle`]: mesh requests of the object plane.
 //! - [`msg`]: those messages.
 //! - [`rpc`]: the object plane's NodeManagerService handlers.
+//! - [`om_rpc`]: ObjectManagerService (Pull, FreeObjects, empty Push).
+//! - [`chunk_io`]: the chunk data path (send from and receive into the arena).
+//! - [`stats`]: store statistics.
 
+pub mod chunk_io;
 pub mod directory;
 pub mod handle;
 pub mod memory;
 pub mod msg;
+pub mod om_rpc;
 pub mod rpc;
 pub mod spilling;
+pub mod stats;
 pub mod store;
 pub mod transfer;
 

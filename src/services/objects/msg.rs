@@ -1,9 +1,12 @@
 //! Mesh messages of the object plane. Only ids, offsets and lengths travel here; object
 //! bytes never cross the mesh.
 
-use crate::ids::ObjectId;
+use crate::ids::{NodeId, ObjectId};
 use crate::local::msg::{ObjectSpec, StoreError};
 use crate::logic::objects::ClientId;
+use crate::logic::transfer::chunks::ChunkHeader;
+use crate::wire::rpc::PushRequest;
+use std::net::SocketAddr;
 
 /// A store operation a connection on another shard asks the owner shard to run.
 #[derive(Debug)]
@@ -66,6 +69,58 @@ pub enum ObjReq {
     Evict(u64),
     /// Spill up to this many bytes of pinned primaries; replies `Freed` with what spilled.
     Spill(u64),
+    /// Send one chunk from this shard's connection to the peer; replies `Sent`.
+    SendChunk(Box<ChunkJob>),
+    /// Owner: where does this incoming chunk go? Replies `Claim`.
+    ChunkClaim {
+        /// The object.
+        id: ObjectId,
+        /// The sending node.
+        from: NodeId,
+        /// The chunk.
+        header: ChunkHeader,
+    },
+    /// Owner: a claimed chunk arrived; replies `ChunkDone`.
+    ChunkDone {
+        /// The object.
+        id: ObjectId,
+        /// The sending node.
+        from: NodeId,
+        /// The chunk.
+        index: u32,
+        /// Whether its checksum matched.
+        crc_ok: bool,
+    },
+    /// Owner: node `to` asked for `id` (one-way).
+    PullRequested {
+        /// The puller.
+        to: NodeId,
+        /// The object.
+        id: ObjectId,
+    },
+    /// The alive peers' object manager addresses (one-way, from shard 0).
+    Peers(Vec<(NodeId, SocketAddr)>),
+    /// A node died (one-way, from shard 0).
+    NodeDead(NodeId),
+    /// This shard's store statistics.
+    Stats,
+    /// Pin a primary copy; replies `Pinned`.
+    Pin(ObjectId),
+    /// Spill one object now; replies `Spilled`.
+    SpillOne(ObjectId),
+}
+
+/// One chunk to send.
+#[derive(Debug, Clone)]
+pub struct ChunkJob {
+    /// The puller's object manager.
+    pub addr: SocketAddr,
+    /// The header (its CRC is filled in by the sender).
+    pub req: PushRequest,
+    /// Absolute arena offset of the chunk's bytes.
+    pub offset: u64,
+    /// Its length.
+    pub len: u64,
 }
 
 /// An object-plane reply.
@@ -77,6 +132,18 @@ pub enum ObjRep {
     Range(Option<(u64, u64)>),
     /// Bytes freed (or spilled).
     Freed(u64),
+    /// Whether a chunk was delivered.
+    Sent(bool),
+    /// Where a chunk goes (absolute offset) or `None` to discard.
+    Claim(Result<Option<u64>, String>),
+    /// Outcome of a delivered chunk.
+    ChunkDone(Result<(), String>),
+    /// Store statistics of one shard.
+    Stats(Box<super::stats::ShardStoreStats>),
+    /// Whether a pin succeeded.
+    Pinned(bool),
+    /// The spill URL, or why not.
+    Spilled(Result<String, String>),
 }
 
 /// What a store operation returned.

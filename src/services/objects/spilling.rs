@@ -8,7 +8,9 @@
 use super::store::ShardStore;
 use crate::ids::ObjectId;
 use crate::logic::objects::ObjectState;
-use crate::logic::spill::{file_name, PlannedFile, RecordHeader, SpillFilePlanner, SpillObject, SpillUrl, RECORD_HEADER_LEN};
+use crate::logic::spill::{
+    file_name, PlannedFile, RecordHeader, SpillFilePlanner, SpillObject, SpillUrl, RECORD_HEADER_LEN,
+};
 use crate::shard::Shard;
 use crate::store::arena::Arena;
 use std::cell::RefCell;
@@ -140,7 +142,7 @@ async fn spill_ids(shard: &Rc<Shard>, store: &ShardStore, ids: &[ObjectId]) -> V
                 c.spilled_objects += 1;
                 c.spilled_bytes += r.header.data_size + r.header.metadata_size;
                 drop(c);
-                super::directory::object_spilled(shard, id, r.url);
+                super::directory::object_spilled(shard, id, r.header.data_size + r.header.metadata_size, r.url);
                 done.push((id, r.url));
             } else {
                 let _ = store.table.borrow_mut().spill_failed(&id);

@@ -61,6 +61,8 @@ pub struct ShardStore {
     pub(super) memory: Memory,
     pub(super) counters: RefCell<StoreCounters>,
     pub(super) spill: super::spilling::Spiller,
+    pub(super) reporter: super::directory::Reporter,
+    pub(super) transfer: super::transfer::Transfer,
 }
 
 impl std::fmt::Debug for ShardStore {
@@ -95,6 +97,8 @@ impl ShardStore {
             next_req: Cell::new(1),
             counters: RefCell::new(StoreCounters::default()),
             spill: super::spilling::Spiller::new(shard),
+            reporter: super::directory::Reporter::default(),
+            transfer: super::transfer::Transfer::new(shard),
         })
     }
 
@@ -107,7 +111,10 @@ impl ShardStore {
                 ObjectAction::Free { offset, alloc_len, .. } => self.memory.free(shard, offset, alloc_len),
                 ObjectAction::Sealed { id } => {
                     self.waits.borrow_mut().handle_sealed(&id);
-                    super::directory::object_added(shard, id);
+                    let (size, meta) =
+                        self.table.borrow().entry(&id).map(|e| (e.size(), e.metadata_size)).unwrap_or((0, 0));
+                    super::directory::object_added(shard, id, size, meta);
+                    super::transfer::object_local(shard, self, id, size);
                 }
                 ObjectAction::Deleted { id } => {
                     self.waits.borrow_mut().handle_deleted(&id);
@@ -261,9 +268,7 @@ impl ShardStore {
     /// Pins primary copies (PinObjectIDs); false for objects not here and sealed.
     pub fn pin(&self, ids: &[ObjectId]) -> Vec<bool> {
         let mut t = self.table.borrow_mut();
-        ids.iter()
-            .map(|id| t.entry(id).is_some_and(|e| e.state == ObjectState::Sealed) && t.pin(id).is_ok())
-            .collect()
+        ids.iter().map(|id| t.entry(id).is_some_and(|e| e.state == ObjectState::Sealed) && t.pin(id).is_ok()).collect()
     }
 
     /// Releases everything `client` held and aborts what it left unsealed.
