@@ -63,6 +63,8 @@ pub struct ShardStore {
     pub(super) spill: super::spilling::Spiller,
     pub(super) reporter: super::directory::Reporter,
     pub(super) transfer: super::transfer::Transfer,
+    /// Objects created as primary copies, pinned when sealed.
+    primary_on_seal: RefCell<std::collections::HashSet<ObjectId>>,
 }
 
 impl std::fmt::Debug for ShardStore {
@@ -99,6 +101,7 @@ impl ShardStore {
             spill: super::spilling::Spiller::new(shard),
             reporter: super::directory::Reporter::default(),
             transfer: super::transfer::Transfer::new(shard),
+            primary_on_seal: RefCell::new(std::collections::HashSet::new()),
         })
     }
 
@@ -194,7 +197,7 @@ impl ShardStore {
             }
         };
         if primary {
-            let _ = self.table.borrow_mut().pin(&id);
+            self.primary_on_seal.borrow_mut().insert(id);
         }
         {
             let mut c = self.counters.borrow_mut();
@@ -212,6 +215,10 @@ impl ShardStore {
     /// Seals an object its creator finished writing.
     pub fn seal(&self, shard: &Rc<Shard>, client: ClientId, id: ObjectId) -> Result<(), (StoreError, String)> {
         let r = self.table.borrow_mut().seal(&id, client).map_err(err);
+        if r.is_ok() && self.primary_on_seal.borrow_mut().remove(&id) {
+            // A primary copy is pinned from the moment it is readable.
+            let _ = self.table.borrow_mut().pin(&id);
+        }
         self.drain(shard);
         r
     }
@@ -219,6 +226,9 @@ impl ShardStore {
     /// Aborts an unsealed object.
     pub fn abort(&self, shard: &Rc<Shard>, client: ClientId, id: ObjectId) -> Result<(), (StoreError, String)> {
         let r = self.table.borrow_mut().abort(&id, client).map_err(err);
+        if r.is_ok() {
+            self.primary_on_seal.borrow_mut().remove(&id);
+        }
         self.drain(shard);
         r
     }
@@ -275,6 +285,9 @@ impl ShardStore {
     pub fn client_gone(&self, shard: &Rc<Shard>, client: ClientId) {
         self.table.borrow_mut().client_disconnected(client);
         self.drain(shard);
+        // Unsealed objects of that client were aborted: forget their primary intent.
+        let t = self.table.borrow();
+        self.primary_on_seal.borrow_mut().retain(|id| t.entry(id).is_some());
     }
 
     /// Gets objects, waiting up to `timeout_ms` (-1 forever) for missing ones to be sealed
