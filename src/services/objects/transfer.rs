@@ -273,6 +273,7 @@ async fn perform(shard: &Rc<Shard>, st: &Rc<ShardStore>, a: PullAction) {
         PullAction::Failed { id, reason } => {
             tracing::warn!(%id, "pull failed: {reason:?}");
             st.transfer.failed.borrow_mut().insert(id, format!("{reason:?}"));
+            st.fetch_failed(shard, id);
         }
         PullAction::Completed { bundle_id } => {
             st.transfer.live_bundles.borrow_mut().remove(&bundle_id.0);
