@@ -61,6 +61,10 @@ pub struct NodeConfig {
     pub system_config: String,
     /// Node name shown in status.
     pub node_name: String,
+    /// Test knob, not on the CLI: shard `i` (i >= 1) reports a failed start after binding
+    /// its listeners, so tests can check that a failed start unwinds the other shards
+    /// without hanging (`tests/shard_start.rs`). `None` in every real configuration.
+    pub fail_start_on_shard: Option<usize>,
 }
 
 impl NodeConfig {
@@ -92,6 +96,7 @@ impl NodeConfig {
             max_rpc_frame: 64 << 20,
             system_config: "{}".into(),
             node_name: String::new(),
+            fail_start_on_shard: None,
         }
     }
 

@@ -81,7 +81,7 @@ pub mod raylet {
         }
 
         impl flatbuffers::Push for WorkerType {
-            type Output = Self;
+            type Output = WorkerType;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
                 unsafe {
@@ -174,7 +174,7 @@ pub mod raylet {
         }
 
         impl flatbuffers::Push for Language {
-            type Output = Self;
+            type Output = Language;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
                 unsafe {
@@ -265,7 +265,7 @@ pub mod raylet {
         }
 
         impl flatbuffers::Push for DisconnectType {
-            type Output = Self;
+            type Output = DisconnectType;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
                 unsafe {
@@ -379,7 +379,7 @@ pub mod raylet {
         }
 
         impl flatbuffers::Push for Message {
-            type Output = Self;
+            type Output = Message;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
                 unsafe {
@@ -431,10 +431,10 @@ pub mod raylet {
         impl flatbuffers::SimpleToVerifyInSlice for NodeId {}
         impl flatbuffers::SafeSliceAccess for NodeId {}
         impl<'a> flatbuffers::Follow<'a> for NodeId {
-            type Inner = &'a Self;
+            type Inner = &'a NodeId;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                <&'a Self>::follow(buf, loc)
+                <&'a NodeId>::follow(buf, loc)
             }
         }
         impl<'a> flatbuffers::Follow<'a> for &'a NodeId {
@@ -445,10 +445,10 @@ pub mod raylet {
             }
         }
         impl<'b> flatbuffers::Push for NodeId {
-            type Output = Self;
+            type Output = NodeId;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
-                let src = unsafe { ::core::slice::from_raw_parts(self as *const Self as *const u8, Self::size()) };
+                let src = unsafe { ::core::slice::from_raw_parts(self as *const NodeId as *const u8, Self::size()) };
                 dst.copy_from_slice(src);
             }
         }
@@ -505,10 +505,10 @@ pub mod raylet {
         impl flatbuffers::SimpleToVerifyInSlice for WorkerId {}
         impl flatbuffers::SafeSliceAccess for WorkerId {}
         impl<'a> flatbuffers::Follow<'a> for WorkerId {
-            type Inner = &'a Self;
+            type Inner = &'a WorkerId;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                <&'a Self>::follow(buf, loc)
+                <&'a WorkerId>::follow(buf, loc)
             }
         }
         impl<'a> flatbuffers::Follow<'a> for &'a WorkerId {
@@ -519,10 +519,10 @@ pub mod raylet {
             }
         }
         impl<'b> flatbuffers::Push for WorkerId {
-            type Output = Self;
+            type Output = WorkerId;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
-                let src = unsafe { ::core::slice::from_raw_parts(self as *const Self as *const u8, Self::size()) };
+                let src = unsafe { ::core::slice::from_raw_parts(self as *const WorkerId as *const u8, Self::size()) };
                 dst.copy_from_slice(src);
             }
         }
@@ -579,10 +579,10 @@ pub mod raylet {
         impl flatbuffers::SimpleToVerifyInSlice for JobId {}
         impl flatbuffers::SafeSliceAccess for JobId {}
         impl<'a> flatbuffers::Follow<'a> for JobId {
-            type Inner = &'a Self;
+            type Inner = &'a JobId;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                <&'a Self>::follow(buf, loc)
+                <&'a JobId>::follow(buf, loc)
             }
         }
         impl<'a> flatbuffers::Follow<'a> for &'a JobId {
@@ -593,10 +593,10 @@ pub mod raylet {
             }
         }
         impl<'b> flatbuffers::Push for JobId {
-            type Output = Self;
+            type Output = JobId;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
-                let src = unsafe { ::core::slice::from_raw_parts(self as *const Self as *const u8, Self::size()) };
+                let src = unsafe { ::core::slice::from_raw_parts(self as *const JobId as *const u8, Self::size()) };
                 dst.copy_from_slice(src);
             }
         }
@@ -643,7 +643,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for RegisterClientRequest<'a> {
-            type Inner = Self;
+            type Inner = RegisterClientRequest<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -794,7 +794,7 @@ pub mod raylet {
                     .push_slot_always::<flatbuffers::WIPOffset<_>>(RegisterClientRequest::VT_IP_ADDRESS, ip_address);
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RegisterClientRequestBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 RegisterClientRequestBuilder { fbb_: _fbb, start_: start }
             }
@@ -826,7 +826,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for RegisterClientReply<'a> {
-            type Inner = Self;
+            type Inner = RegisterClientReply<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -945,7 +945,7 @@ pub mod raylet {
                 self.fbb_.push_slot::<u16>(RegisterClientReply::VT_SHARD, shard, 0);
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RegisterClientReplyBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 RegisterClientReplyBuilder { fbb_: _fbb, start_: start }
             }
@@ -975,7 +975,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for AnnounceWorkerPort<'a> {
-            type Inner = Self;
+            type Inner = AnnounceWorkerPort<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1019,7 +1019,7 @@ pub mod raylet {
         impl<'a> Default for AnnounceWorkerPortArgs {
             #[inline]
             fn default() -> Self {
-                Self { port: 0 }
+                AnnounceWorkerPortArgs { port: 0 }
             }
         }
 
@@ -1033,7 +1033,7 @@ pub mod raylet {
                 self.fbb_.push_slot::<i32>(AnnounceWorkerPort::VT_PORT, port, 0);
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AnnounceWorkerPortBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 AnnounceWorkerPortBuilder { fbb_: _fbb, start_: start }
             }
@@ -1059,7 +1059,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for AnnounceWorkerPortReply<'a> {
-            type Inner = Self;
+            type Inner = AnnounceWorkerPortReply<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1140,7 +1140,7 @@ pub mod raylet {
                 );
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AnnounceWorkerPortReplyBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 AnnounceWorkerPortReplyBuilder { fbb_: _fbb, start_: start }
             }
@@ -1167,7 +1167,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for DisconnectClientRequest<'a> {
-            type Inner = Self;
+            type Inner = DisconnectClientRequest<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1254,7 +1254,7 @@ pub mod raylet {
                 );
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DisconnectClientRequestBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 DisconnectClientRequestBuilder { fbb_: _fbb, start_: start }
             }
@@ -1281,7 +1281,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for DisconnectClientReply<'a> {
-            type Inner = Self;
+            type Inner = DisconnectClientReply<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1315,7 +1315,7 @@ pub mod raylet {
         impl<'a> Default for DisconnectClientReplyArgs {
             #[inline]
             fn default() -> Self {
-                Self {}
+                DisconnectClientReplyArgs {}
             }
         }
 
@@ -1325,7 +1325,7 @@ pub mod raylet {
         }
         impl<'a: 'b, 'b> DisconnectClientReplyBuilder<'a, 'b> {
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DisconnectClientReplyBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 DisconnectClientReplyBuilder { fbb_: _fbb, start_: start }
             }
@@ -1350,7 +1350,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for Envelope<'a> {
-            type Inner = Self;
+            type Inner = Envelope<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1503,7 +1503,7 @@ pub mod raylet {
         impl<'a> Default for EnvelopeArgs {
             #[inline]
             fn default() -> Self {
-                Self { message_type: Message::NONE, message: None }
+                EnvelopeArgs { message_type: Message::NONE, message: None }
             }
         }
 
@@ -1521,7 +1521,7 @@ pub mod raylet {
                 self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Envelope::VT_MESSAGE, message);
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EnvelopeBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 EnvelopeBuilder { fbb_: _fbb, start_: start }
             }
