@@ -63,6 +63,10 @@ pub struct NodeConfig {
     pub node_name: String,
     /// A pull with no copy anywhere fails after this long.
     pub fetch_timeout: Duration,
+    /// Test knob, not on the CLI: shard `i` (i >= 1) reports a failed start after binding
+    /// its listeners, so tests can check that a failed start unwinds the other shards
+    /// without hanging (`tests/shard_start.rs`). `None` in every real configuration.
+    pub fail_start_on_shard: Option<usize>,
 }
 
 impl NodeConfig {
@@ -95,6 +99,7 @@ impl NodeConfig {
             system_config: "{}".into(),
             node_name: String::new(),
             fetch_timeout: Duration::from_secs(60),
+            fail_start_on_shard: None,
         }
     }
 

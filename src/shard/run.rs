@@ -228,13 +228,17 @@ pub async fn run_shard(
             }
         })
     }));
+    // Register for `Stop` before the receivers exist: glommio's `spawn_local` polls a new
+    // task at once, so a receiver may serve a queued `Start` and `Stop` before this task
+    // runs another line, and a `Stop` seen with no one registered would be lost.
+    let stopped = (index != 0).then(|| mesh.on_stopped());
     let receivers = run_receivers(&mesh, receivers);
-    let code = if index == 0 {
-        run_coordinator(&shard, process).await
-    } else {
-        let stopped = mesh.on_stopped();
-        let _ = stopped.await;
-        0
+    let code = match stopped {
+        None => run_coordinator(&shard, process).await,
+        Some(stopped) => {
+            let _ = stopped.await;
+            0
+        }
     };
     shard.stop_tasks();
     mesh.close();
@@ -247,6 +251,9 @@ pub(crate) fn handle_start(shard: &Rc<Shard>, info: StartInfo, arena: Arc<Arena>
     shard.ports.set(Some(info));
     *shard.objects.borrow_mut() = Some(crate::services::objects::store::ShardStore::new(shard, arena));
     match shard.start_listeners(info) {
+        Ok(()) if shard.cfg.fail_start_on_shard == Some(shard.id.index()) => {
+            Rep::Started(Err(format!("shard {}: start failed (fail_start_on_shard test knob)", shard.id)))
+        }
         Ok(()) => {
             shard.start_periodic();
             Rep::Started(Ok(()))
