@@ -114,8 +114,12 @@ impl Shard {
     /// Binds this shard's TCP listeners and starts serving them.
     fn start_listeners(self: &Rc<Self>, info: StartInfo) -> std::io::Result<()> {
         let ip = self.cfg.node_ip;
-        let nm = TcpListener::bind(SocketAddr::new(ip, info.node_manager_port))?;
-        let om = TcpListener::bind(SocketAddr::new(ip, info.object_manager_port))?;
+        let bind = |what: &str, port: u16| {
+            let addr = SocketAddr::new(ip, port);
+            TcpListener::bind(addr).map_err(|e| std::io::Error::other(format!("{what} port {addr}: {e}")))
+        };
+        let nm = bind("node manager", info.node_manager_port)?;
+        let om = bind("object manager", info.object_manager_port)?;
         let bulk =
             glommio::executor().create_task_queue(glommio::Shares::Static(250), glommio::Latency::NotImportant, "bulk");
         self.bulk.set(Some(bulk));
