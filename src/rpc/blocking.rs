@@ -109,7 +109,14 @@ impl BlockingClient {
     }
 
     /// One call whose request frame carries `trailer` raw bytes after the payload.
-    pub fn call_with_trailer(&mut self, service: u16, method: u16, payload: &[u8], trailer: &[u8], timeout: Duration) -> Result<Vec<u8>, RpcError> {
+    pub fn call_with_trailer(
+        &mut self,
+        service: u16,
+        method: u16,
+        payload: &[u8],
+        trailer: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
         self.call_frame(service, method, payload, trailer, Instant::now() + timeout)
     }
 
@@ -119,7 +126,14 @@ impl BlockingClient {
         self.write(bytes)
     }
 
-    fn call_frame(&mut self, service: u16, method: u16, payload: &[u8], trailer: &[u8], deadline: Instant) -> Result<Vec<u8>, RpcError> {
+    fn call_frame(
+        &mut self,
+        service: u16,
+        method: u16,
+        payload: &[u8],
+        trailer: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RpcError> {
         self.ensure(deadline)?;
         let id = self.next_call;
         self.next_call += 1;

@@ -245,5 +245,8 @@ fn a_wait_ends_once_its_count_is_out_of_reach() {
     w.handle_failed(&b);
     assert!(w.poll_action().is_none(), "two of three are still reachable");
     w.handle_failed(&c);
-    assert_eq!(w.poll_action(), Some(WaitAction::WaitReady { req: RequestId(1), ready: vec![a], remaining: vec![b, c] }));
+    assert_eq!(
+        w.poll_action(),
+        Some(WaitAction::WaitReady { req: RequestId(1), ready: vec![a], remaining: vec![b, c] })
+    );
 }

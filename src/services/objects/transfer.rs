@@ -322,6 +322,14 @@ pub fn chunk_done(shard: &Rc<Shard>, id: ObjectId, from: NodeId, index: u32, crc
     r.map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// Receiver side: a chunk of `id` from `from` broke off mid-transfer.
+pub fn transfer_failed(shard: &Rc<Shard>, id: ObjectId, from: NodeId) {
+    if let Some(st) = store(shard) {
+        st.transfer.pull.borrow_mut().handle_transfer_failed(Instant::now(), id, from);
+        drive_pull(shard, &st);
+    }
+}
+
 /// Holder side: `to` wants `id` (owner shard).
 pub async fn push_requested(shard: &Rc<Shard>, to: NodeId, id: ObjectId) {
     let Some(st) = store(shard) else { return };
