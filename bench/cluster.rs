@@ -337,3 +337,22 @@ fn die_with_parent(cmd: &mut Command) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_fields_are_parsed() {
+        let r = Ready::parse(
+            "raylet ready node_id=ab gcs_address=127.0.0.1:1 node_manager_address=127.0.0.1:2 \
+             object_manager_address=127.0.0.1:3 metrics_address=127.0.0.1:4 socket=/t/s/sockets/raylet session_dir=/t/s\n",
+        )
+        .unwrap();
+        assert_eq!(r.get("node_id"), Some("ab"));
+        assert_eq!(r.get("node_manager_address"), Some("127.0.0.1:2"));
+        assert_eq!(r.get("socket"), Some("/t/s/sockets/raylet"));
+        assert_eq!(r.get("session_dir"), Some("/t/s"));
+        assert!(Ready::parse("some log line").is_none());
+    }
+}

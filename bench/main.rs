@@ -137,6 +137,7 @@ fn main() {
         std::process::exit(1);
     }
     if opts.json {
+        eprintln!("raylet-bench: {}", report.quietness());
         println!("{}", report.to_json());
     } else {
         print!("{}", report.to_table());

@@ -195,3 +195,36 @@ impl Drop for PinGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::{Sizes, TcpEcho, UdsPingPong};
+
+    #[test]
+    fn interleaved_loops_time_every_iteration_of_every_op() {
+        let sizes = Sizes { req: 64, resp: 68 };
+        let mut uds = UdsPingPong::new(sizes, None).unwrap();
+        let echo = TcpEcho::start(sizes, None).unwrap();
+        let mut tcp = echo.connect().unwrap();
+        let mut calls = 0u64;
+        let cfg = LatencyCfg { warmup: 3, iters: 10, rounds: 3 };
+        let mut a = || uds.rtt();
+        let mut b = || tcp.rtt();
+        let mut c = || {
+            calls += 1;
+            Ok(())
+        };
+        let h = latency_interleaved(&cfg, &mut [&mut a, &mut b, &mut c]).unwrap();
+        // ceil(10 / 3) = 4 timed per round, 3 rounds; re-warm min(3, 200) per round.
+        assert!(h.iter().all(|h| h.len() == 12));
+        assert_eq!(calls, 3 + 3 * (3 + 4));
+    }
+
+    #[test]
+    fn a_failing_op_stops_the_loop() {
+        let cfg = LatencyCfg { warmup: 0, iters: 5, rounds: 1 };
+        let mut bad = || Err("boom".to_string());
+        assert_eq!(latency_interleaved(&cfg, &mut [&mut bad]).unwrap_err(), "boom");
+    }
+}

@@ -8,7 +8,7 @@
 
 use crate::measure::Rate;
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::fmt::Write as _;
 
 /// Unit of a value.
@@ -159,11 +159,81 @@ fn commit() -> String {
     }
 }
 
+/// CPU accounting snapshot: machine-wide jiffies from `/proc/stat` and this process's
+/// own (children included once reaped, so the node this bench started counts as ours).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuTimes {
+    total: u64,
+    busy: u64,
+    steal: u64,
+    own: u64,
+}
+
+impl CpuTimes {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> =
+            stat.lines().next().unwrap_or("").split_whitespace().skip(1).map(|x| x.parse().unwrap_or(0)).collect();
+        let at = |i: usize| f.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let total: u64 = (0..8).map(at).sum();
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the parenthesised command name; utime is field 14 overall.
+        let rest = me.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let own: u64 = rest.split_whitespace().skip(11).take(4).map(|x| x.parse().unwrap_or(0)).sum();
+        Self { total, busy: total - at(3) - at(4), steal: at(7), own }
+    }
+
+    /// Share of the machine used by other processes, and stolen by the hypervisor, since
+    /// `start`, in percent.
+    fn others_since(&self, start: &Self) -> Option<(f64, f64)> {
+        let total = self.total.checked_sub(start.total).filter(|&t| t > 0)? as f64;
+        let busy = self.busy.saturating_sub(start.busy);
+        let own = self.own.saturating_sub(start.own);
+        let steal = self.steal.saturating_sub(start.steal);
+        Some((100.0 * busy.saturating_sub(own + steal) as f64 / total, 100.0 * steal as f64 / total))
+    }
+}
+
+/// Above this share of the machine used by others, the report warns.
+const NOISY_PERCENT: f64 = 5.0;
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    suite: &'a str,
+    host: JsonHost<'a>,
+    results: Vec<JsonResult<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonHost<'a> {
+    cpus: usize,
+    kernel: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonResult<'a> {
+    case: &'a str,
+    unit: &'static str,
+    value: f64,
+    p99: Option<f64>,
+    p999: Option<f64>,
+    baseline: JsonBaseline<'a>,
+    ratio: f64,
+}
+
+#[derive(Serialize)]
+struct JsonBaseline<'a> {
+    case: &'a str,
+    value: f64,
+}
+
 /// A suite's findings.
 #[derive(Debug)]
 pub(crate) struct Report {
     suite: String,
     host: Host,
+    start: CpuTimes,
     notes: Vec<String>,
     /// (case, its baseline).
     results: Vec<(Measured, Measured)>,
@@ -179,7 +249,13 @@ fn round(x: f64) -> f64 {
 impl Report {
     /// An empty report of `suite` on this host.
     pub(crate) fn new(suite: &str) -> Self {
-        Self { suite: suite.into(), host: Host::probe(), notes: Vec::new(), results: Vec::new() }
+        Self {
+            suite: suite.into(),
+            host: Host::probe(),
+            start: CpuTimes::now(),
+            notes: Vec::new(),
+            results: Vec::new(),
+        }
     }
 
     /// A line for the table's header (setup, placement): human output only.
@@ -192,28 +268,41 @@ impl Report {
         self.results.push((case, baseline));
     }
 
-    /// The JSON object of DESIGN.md §7.
-    pub(crate) fn to_json(&self) -> Value {
-        let results: Vec<Value> = self
+    /// How much of the machine others used during the run, with a warning when that may
+    /// have disturbed the numbers. Call after the suite (and its node) finished.
+    pub(crate) fn quietness(&self) -> String {
+        let Some((others, steal)) = CpuTimes::now().others_since(&self.start) else {
+            return "machine: CPU accounting unavailable".into();
+        };
+        let mut line =
+            format!("machine during the run: other processes {others:.1}% of all CPUs, hypervisor steal {steal:.1}%");
+        if others + steal > NOISY_PERCENT {
+            line.push_str(" -- WARNING: a busy machine; tails and throughputs are disturbed");
+        }
+        line
+    }
+
+    /// The JSON object of DESIGN.md §7, keys in the documented order.
+    pub(crate) fn to_json(&self) -> String {
+        let results = self
             .results
             .iter()
-            .map(|(c, b)| {
-                json!({
-                    "case": c.case,
-                    "unit": c.unit.as_str(),
-                    "value": round(c.value),
-                    "p99": c.p99.map(round),
-                    "p999": c.p999.map(round),
-                    "baseline": {"case": b.case, "value": round(b.value)},
-                    "ratio": round(c.value / b.value),
-                })
+            .map(|(c, b)| JsonResult {
+                case: &c.case,
+                unit: c.unit.as_str(),
+                value: round(c.value),
+                p99: c.p99.map(round),
+                p999: c.p999.map(round),
+                baseline: JsonBaseline { case: &b.case, value: round(b.value) },
+                ratio: round(c.value / b.value),
             })
             .collect();
-        json!({
-            "suite": self.suite,
-            "host": {"cpus": self.host.cpus, "kernel": self.host.kernel},
-            "results": results,
-        })
+        let doc = JsonReport {
+            suite: &self.suite,
+            host: JsonHost { cpus: self.host.cpus, kernel: &self.host.kernel },
+            results,
+        };
+        serde_json::to_string(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
     /// The human table: each baseline once, followed by the cases compared to it.
@@ -225,6 +314,7 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(out, "{n}");
         }
+        let _ = writeln!(out, "{}", self.quietness());
         let _ = writeln!(
             out,
             "\n{:<26} {:>6} {:>12} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7}  note",
@@ -262,4 +352,45 @@ fn row(out: &mut String, m: &Measured, ratio: Option<f64>) {
         m.n,
         m.note
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_exactly_the_documented_shape() {
+        let mut h = crate::measure::histogram();
+        for v in [1000, 2000, 3000] {
+            h.record(v).unwrap();
+        }
+        let mut r = Report::new("rpc");
+        r.push(Measured::latency("local_rtt", &h), Measured::latency("raw_uds_rtt", &h));
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&v), ["host", "results", "suite"]);
+        assert_eq!(keys(&v["host"]), ["cpus", "kernel"]);
+        let res = &v["results"][0];
+        assert_eq!(keys(res), ["baseline", "case", "p99", "p999", "ratio", "unit", "value"]);
+        assert_eq!(keys(&res["baseline"]), ["case", "value"]);
+        assert_eq!(res["unit"], "us");
+        assert_eq!(res["value"], 2.0);
+        assert_eq!(res["ratio"], 1.0);
+        let text = r.to_json();
+        assert!(text.starts_with(r#"{"suite":"rpc","host":{"cpus":"#), "documented key order: {text}");
+    }
+
+    #[test]
+    fn throughput_cases_have_null_tails() {
+        let rate = Rate { ops_per_s: 10.0, ops: 20, per_client: (10, 10), latency: crate::measure::histogram() };
+        let base = Rate { ops_per_s: 40.0, ops: 80, per_client: (40, 40), latency: crate::measure::histogram() };
+        let mut r = Report::new("rpc");
+        r.push(Measured::rate("tcp_rpc_throughput_c1", &rate), Measured::rate("raw_tcp_throughput_c1", &base));
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        let res = &v["results"][0];
+        assert_eq!(res["unit"], "ops/s");
+        assert!(res["p99"].is_null() && res["p999"].is_null());
+        assert_eq!(res["ratio"], 0.25);
+        assert!(r.to_table().contains("tcp_rpc_throughput_c1"));
+    }
 }
