@@ -69,7 +69,7 @@ impl Target {
             _ => raylet::cli::session::read_token(&session.join("auth_token"))?,
         };
         let describe = format!(
-            "node: started here, {} shard(s) (glommio pins shard i to allowed CPU i), args [{}], temp dir {}",
+            "node: started here, {} shard(s), args [{}], temp dir {}",
             opts.shards,
             args.join(" "),
             node.dir.path.display()

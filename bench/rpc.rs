@@ -7,7 +7,8 @@
 //!   `local_rtt_cross_shard` is the same on a connection owned by another shard, whose
 //!   request crosses the mesh to shard 0 and back. Baseline `raw_uds_rtt`, same sizes.
 //! - `tcp_rpc_rtt`: `NodeManagerService.GetSystemConfig` over one `BlockingClient`
-//!   connection. Baseline `raw_tcp_rtt`, same request and reply sizes.
+//!   connection served by shard 0 (found through GetNodeStats). Baseline `raw_tcp_rtt`,
+//!   same request and reply sizes.
 //! - `tcp_rpc_throughput_c<N>`: N client threads, each with its own connection, in closed
 //!   loops of GetSystemConfig. Baseline `raw_tcp_throughput_c<N>` against a
 //!   thread-per-connection echo server.
@@ -24,7 +25,7 @@ use raylet::client::LocalClient;
 use raylet::ids::JobId;
 use raylet::local::codec::{encode, ClientKind, LocalMessage, Register};
 use raylet::rpc::{frame, BlockingClient, CallOpts};
-use raylet::wire::rpc::{node_manager_service, GetSystemConfigReply, GetSystemConfigRequest};
+use raylet::wire::rpc::{node_manager_service, GetNodeStatsRequest, GetSystemConfigReply, GetSystemConfigRequest};
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,15 +48,17 @@ pub(crate) fn run(opts: &Opts, report: &mut Report) -> Res<()> {
         Some(s) => local_latency(s, target.shards.unwrap_or(1), &cfg, &place, report)?,
         None => report.note("local_rtt skipped: the node's socket is not reachable from here"),
     }
-    let mut rpc = rpc_client(&target)?;
+    let (mut rpc, rpc_shard) = rpc_client_on_shard0(&target)?;
     let reply = get_system_config(&mut rpc)?;
     let sizes = Sizes {
         req: frame::HEADER_LEN + GetSystemConfigRequest {}.encoded_len(),
         resp: frame::HEADER_LEN + reply.encoded_len(),
     };
     report.note(format!(
-        "TCP: GetSystemConfig request {} B, reply {} B on the wire; the serving shard is the kernel's SO_REUSEPORT pick",
-        sizes.req, sizes.resp
+        "TCP: GetSystemConfig request {} B, reply {} B on the wire; tcp_rpc_rtt served by shard {}; throughput connections where SO_REUSEPORT puts them",
+        sizes.req,
+        sizes.resp,
+        rpc_shard.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
     ));
     tcp_latency(&mut rpc, sizes, &cfg, &place, report)?;
     drop(rpc);
@@ -66,6 +69,42 @@ fn rpc_client(target: &Target) -> Res<BlockingClient> {
     let mut c = BlockingClient::new(target.node_manager, target.token.clone());
     c.connect(Duration::from_secs(5)).map_err(|e| format!("connecting to {}: {e}", target.node_manager))?;
     Ok(c)
+}
+
+/// Per-shard open RPC connections, by shard index.
+fn rpc_connections(c: &mut BlockingClient) -> Res<Vec<u64>> {
+    let stats = node_manager_service::blocking::get_node_stats(
+        c,
+        &GetNodeStatsRequest { include_memory_info: false },
+        CallOpts::once(Duration::from_secs(10)),
+    )
+    .map_err(|e| format!("GetNodeStats: {e}"))?;
+    let mut counts = vec![0; stats.shards.iter().map(|s| s.shard as usize + 1).max().unwrap_or(0)];
+    for s in &stats.shards {
+        counts[s.shard as usize] = s.rpc_connections;
+    }
+    Ok(counts)
+}
+
+/// A connection served by shard 0, like `local_rtt`'s, so both cases have the same
+/// placement. The kernel's SO_REUSEPORT hash picks the shard; GetNodeStats' per-shard
+/// connection counts, read before and after each connect on a separate connection, say
+/// which one it was. Rejected connections stay open until the end so that their closing
+/// cannot blur the counts. Falls back to any connection (shard unknown).
+fn rpc_client_on_shard0(target: &Target) -> Res<(BlockingClient, Option<usize>)> {
+    let mut stats = rpc_client(target)?;
+    let mut rejected = Vec::new();
+    for _ in 0..8 * target.shards.unwrap_or(1).max(1) {
+        let before = rpc_connections(&mut stats)?;
+        let c = rpc_client(target)?;
+        let after = rpc_connections(&mut stats)?;
+        let grown: Vec<usize> = (0..after.len()).filter(|&i| after[i] > before.get(i).copied().unwrap_or(0)).collect();
+        match grown.as_slice() {
+            [0] if after[0] == before[0] + 1 => return Ok((c, Some(0))),
+            _ => rejected.push(c),
+        }
+    }
+    Ok((rejected.pop().ok_or("no RPC connection")?, None))
 }
 
 fn get_system_config(c: &mut BlockingClient) -> Res<GetSystemConfigReply> {
