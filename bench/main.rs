@@ -80,15 +80,15 @@ pub(crate) struct Opts {
     /// Untimed warm-up iterations per latency case.
     #[arg(long, default_value_t = 2_000)]
     pub(crate) warmup: u64,
-    /// Latency cases and their baselines alternate in this many rounds, so drift (clock
-    /// scaling, a noisy neighbour) hits both alike.
+    /// Cases and their baselines alternate in this many rounds, so drift (clock scaling,
+    /// a noisy neighbour, thread placement) hits both alike.
     #[arg(long, default_value_t = 5)]
     pub(crate) rounds: u32,
-    /// Measured seconds per throughput case.
+    /// Measured seconds per throughput case, split over the rounds.
     #[arg(long, default_value_t = 2.0)]
     pub(crate) duration_s: f64,
-    /// Untimed seconds before each throughput measurement.
-    #[arg(long, default_value_t = 0.5)]
+    /// Untimed seconds before each throughput run (after its clients connect).
+    #[arg(long, default_value_t = 0.2)]
     pub(crate) warmup_s: f64,
     /// Client thread counts of the throughput cases (each thread its own connection).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 4, 16])]

@@ -85,6 +85,35 @@ pub(crate) struct Rate {
     pub(crate) per_client: (u64, u64),
     /// Per-operation latency under this load, ns.
     pub(crate) latency: Histogram<u64>,
+    /// Rate of each run merged into this one.
+    pub(crate) runs: Vec<f64>,
+    /// Measured time, all runs together.
+    pub(crate) elapsed: Duration,
+}
+
+impl Rate {
+    /// Several runs of the same case as one: total operations over total measured time.
+    /// Each run starts new client threads and connections, so luck of thread placement
+    /// and shard choice averages out instead of deciding the result.
+    pub(crate) fn merge(runs: Vec<Self>) -> Res<Self> {
+        let mut out = Self {
+            ops_per_s: 0.0,
+            ops: 0,
+            per_client: (u64::MAX, 0),
+            latency: histogram(),
+            runs: Vec::new(),
+            elapsed: Duration::ZERO,
+        };
+        for r in runs {
+            out.ops += r.ops;
+            out.elapsed += r.elapsed;
+            out.per_client = (out.per_client.0.min(r.per_client.0), out.per_client.1.max(r.per_client.1));
+            out.latency.add(&r.latency).map_err(|e| format!("merging histograms: {e}"))?;
+            out.runs.extend(r.runs);
+        }
+        out.ops_per_s = out.ops as f64 / out.elapsed.as_secs_f64().max(1e-9);
+        Ok(out)
+    }
 }
 
 const WARM: u8 = 0;
@@ -143,7 +172,8 @@ where
         lo = lo.min(n);
         hi = hi.max(n);
     }
-    Ok(Rate { ops_per_s: ops as f64 / elapsed.as_secs_f64(), ops, per_client: (lo, hi), latency })
+    let rate = ops as f64 / elapsed.as_secs_f64();
+    Ok(Rate { ops_per_s: rate, ops, per_client: (lo, hi), latency, runs: vec![rate], elapsed })
 }
 
 /// The CPUs this thread may run on.

@@ -70,6 +70,8 @@ impl Measured {
     /// A throughput case.
     pub(crate) fn rate(case: impl Into<String>, r: &Rate) -> Self {
         let l = &r.latency;
+        let lo = r.runs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.runs.iter().copied().fold(0.0, f64::max);
         Self {
             case: case.into(),
             unit: Unit::OpsPerS,
@@ -80,7 +82,8 @@ impl Measured {
             max: None,
             n: r.ops,
             note: format!(
-                "per-op p50 {:.1} us p99 {:.1} us; per client {}..{} ops",
+                "{} runs {lo:.0}..{hi:.0}/s; per-op p50 {:.1} us p99 {:.1} us; one client's ops in a run {}..{}",
+                r.runs.len(),
                 us(l.value_at_quantile(0.5)),
                 us(l.value_at_quantile(0.99)),
                 r.per_client.0,
@@ -382,8 +385,16 @@ mod tests {
 
     #[test]
     fn throughput_cases_have_null_tails() {
-        let rate = Rate { ops_per_s: 10.0, ops: 20, per_client: (10, 10), latency: crate::measure::histogram() };
-        let base = Rate { ops_per_s: 40.0, ops: 80, per_client: (40, 40), latency: crate::measure::histogram() };
+        let run = |rate: f64, ops: u64| Rate {
+            ops_per_s: rate,
+            ops,
+            per_client: (ops, ops),
+            latency: crate::measure::histogram(),
+            runs: vec![rate],
+            elapsed: std::time::Duration::from_secs(2),
+        };
+        let rate = Rate::merge(vec![run(10.0, 20), run(10.0, 20)]).unwrap();
+        let base = run(40.0, 80);
         let mut r = Report::new("rpc");
         r.push(Measured::rate("tcp_rpc_throughput_c1", &rate), Measured::rate("raw_tcp_throughput_c1", &base));
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();

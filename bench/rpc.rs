@@ -13,11 +13,13 @@
 //!   loops of GetSystemConfig. Baseline `raw_tcp_throughput_c<N>` against a
 //!   thread-per-connection echo server.
 //!
-//! Latency cases and their baseline alternate in rounds on the calling thread.
+//! Cases and their baselines alternate in rounds: latency loops on the calling thread,
+//! throughput runs each with fresh threads and connections (merged as total operations
+//! over total time).
 
 use crate::baseline::{Sizes, TcpEcho, UdsPingPong};
 use crate::cluster::{Placement, Target};
-use crate::measure::{latency_interleaved, throughput, LatencyCfg, Op, PinGuard, RateCfg};
+use crate::measure::{latency_interleaved, throughput, LatencyCfg, Op, PinGuard, Rate, RateCfg};
 use crate::report::{Measured, Report};
 use crate::{Opts, Res};
 use prost::Message;
@@ -41,8 +43,12 @@ pub(crate) fn run(opts: &Opts, report: &mut Report) -> Res<()> {
     report.note(&place.describe);
     let cfg = LatencyCfg { warmup: opts.warmup, iters: opts.iters, rounds: opts.rounds };
     report.note(format!(
-        "latency: {} warm-up + {} timed iterations per case in {} interleaved rounds; throughput: {:.1} s warm-up + {:.1} s per case",
-        cfg.warmup, cfg.iters, cfg.rounds, opts.warmup_s, opts.duration_s
+        "rounds: {r} interleaved with the baseline; latency: {} warm-up + {} timed iterations per case; throughput: {:.1} s per case, each run after {:.1} s warm-up",
+        cfg.warmup,
+        cfg.iters,
+        opts.duration_s,
+        opts.warmup_s,
+        r = cfg.rounds
     ));
     match &target.socket {
         Some(s) => local_latency(s, target.shards.unwrap_or(1), &cfg, &place, report)?,
@@ -218,14 +224,18 @@ fn tcp_latency(
 
 fn tcp_throughput(target: &Target, sizes: Sizes, opts: &Opts, report: &mut Report) -> Res<()> {
     let echo = TcpEcho::start(sizes, None)?;
+    let rounds = opts.rounds.max(1);
     for &clients in &opts.concurrency {
-        let cfg = RateCfg { clients: clients.max(1), warmup: opts.warmup_time(), duration: opts.duration() };
+        let cfg = RateCfg { clients: clients.max(1), warmup: opts.warmup_time(), duration: opts.duration() / rounds };
         eprintln!("rpc: tcp_rpc_throughput_c{} vs raw_tcp_throughput_c{} ...", cfg.clients, cfg.clients);
-        let raw = throughput(&cfg, |_| echo.connect(), |c| c.rtt())?;
-        let real = throughput(&cfg, |_| rpc_client(target), |c| get_system_config(c).map(drop))?;
+        let (mut raw, mut real) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            raw.push(throughput(&cfg, |_| echo.connect(), |c| c.rtt())?);
+            real.push(throughput(&cfg, |_| rpc_client(target), |c| get_system_config(c).map(drop))?);
+        }
         report.push(
-            Measured::rate(format!("tcp_rpc_throughput_c{}", cfg.clients), &real),
-            Measured::rate(format!("raw_tcp_throughput_c{}", cfg.clients), &raw),
+            Measured::rate(format!("tcp_rpc_throughput_c{}", cfg.clients), &Rate::merge(real)?),
+            Measured::rate(format!("raw_tcp_throughput_c{}", cfg.clients), &Rate::merge(raw)?),
         );
     }
     Ok(())
