@@ -134,8 +134,13 @@ impl Target {
         let cpus = allowed_cpus();
         let n = self.shards.unwrap_or(0);
         let known = self.started_here && n >= 1 && n <= cpus.len();
+        let pin = match pin {
+            Pin::Auto if known => Pin::Shared,
+            Pin::Auto => Pin::Off,
+            p => p,
+        };
         let (client, server) = match pin {
-            Pin::Off => (None, None),
+            Pin::Off | Pin::Auto => (None, None),
             _ if !known => {
                 return Err(format!("--pin {pin:?} needs a node started here with at most {} shards", cpus.len()))
             }
@@ -146,9 +151,9 @@ impl Target {
         let shard_cpus = if known { format!("{:?}", &cpus[..n]) } else { "unknown".into() };
         let describe = match (client, server) {
             (Some(c), Some(s)) => format!(
-                "pinning: shards on CPUs {shard_cpus}; latency client on CPU {c}, baseline echo threads on CPU {s}; throughput threads unpinned"
+                "pinning ({pin:?}): shards on CPUs {shard_cpus}; latency client on CPU {c}, baseline echo threads on CPU {s}; throughput threads unpinned"
             ),
-            _ => format!("pinning: none on the bench side (--pin off); node shards on CPUs {shard_cpus}"),
+            _ => format!("pinning: none on the bench side; node shards on CPUs {shard_cpus}"),
         };
         Ok(Placement { client, server, describe })
     }

@@ -45,6 +45,11 @@ const SUITES: &[Suite] = &[Suite {
 /// than CPUs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Pin {
+    /// `shared` when this bench started the node (so it knows the shards' CPUs), else
+    /// `off`. Unpinned, the p50 of `local_rtt` flipped between about 14 and 60 us from run
+    /// to run on a 2-vCPU VM, depending on whether the kernel put the client on the
+    /// serving shard's CPU; cross-vCPU wake-ups there cost tens of microseconds.
+    Auto,
     /// Pin nothing; the kernel places the client and baseline threads for both alike.
     Off,
     /// Latency client and baseline echo thread both on shard 0's CPU: same-core ping-pong
@@ -97,7 +102,7 @@ pub(crate) struct Opts {
     #[arg(long, default_value_t = 2)]
     pub(crate) shards: usize,
     /// Thread pinning of the bench side.
-    #[arg(long, value_enum, default_value = "off")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub(crate) pin: Pin,
     /// The raylet binary (default: `raylet` next to this executable).
     #[arg(long)]
