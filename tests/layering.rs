@@ -74,7 +74,7 @@ fn code_lines(src: &str, skip_test_modules: bool) -> Vec<(usize, String)> {
         }
         let code = match line.find("//") {
             // Keep `//` inside string literals (an even number of quotes before it).
-            Some(pos) if line[..pos].matches('"').count() % 2 == 0 => &line[..pos],
+            Some(pos) if line[..pos].matches('"').count().is_multiple_of(2) => &line[..pos],
             _ => line,
         };
         out.push((i + 1, code.to_string()));

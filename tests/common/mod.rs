@@ -247,12 +247,17 @@ impl NodeOpts {
         let mut c = Command::new(RAYLET);
         c.arg("start");
         if self.head {
-            c.arg("--head").args(["--port", "0"]);
+            c.arg("--head");
         }
         if let Some(a) = self.address {
             c.args(["--address", &a.to_string()]);
         }
-        c.args(["--node-manager-port", "0", "--object-manager-port", "0", "--metrics-export-port", "0"]);
+        // Port 0 for every listener the test does not pin itself.
+        for flag in ["--port", "--node-manager-port", "--object-manager-port", "--metrics-export-port"] {
+            if !self.args.iter().any(|a| a == flag) && (flag != "--port" || self.head) {
+                c.args([flag, "0"]);
+            }
+        }
         c.args(["--shards", &self.shards.to_string()]);
         c.args(["--temp-dir", &dir.display().to_string()]);
         // Keep the store small: tests run several nodes at once on a small machine.
@@ -468,21 +473,18 @@ impl Node {
             stdout_lines: lines,
             stdout_reader: Some(reader),
         };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with("raylet ready ") => {
-                    node.ready = Ready::parse(&line).unwrap_or_else(|e| panic!("{e}"));
-                    return node;
-                }
-                Ok(line) => panic!("unexpected stdout line before the ready line: {line:?}\n{}", node.stderr_tail()),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("node {pid} printed no ready line within {READY_TIMEOUT:?}\n{}", node.stderr_tail())
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let st = node.wait_exit(Duration::from_secs(10));
-                    panic!("node {pid} exited ({st}) before its ready line\n{}", node.stderr_tail())
-                }
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) if line.starts_with("raylet ready ") => {
+                node.ready = Ready::parse(&line).unwrap_or_else(|e| panic!("{e}"));
+                node
+            }
+            Ok(line) => panic!("unexpected stdout line before the ready line: {line:?}\n{}", node.stderr_tail()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("node {pid} printed no ready line within {READY_TIMEOUT:?}\n{}", node.stderr_tail())
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let st = node.wait_exit(Duration::from_secs(10));
+                panic!("node {pid} exited ({st}) before its ready line\n{}", node.stderr_tail())
             }
         }
     }
