@@ -354,11 +354,19 @@ impl TestDir {
 
     /// Runs a CLI command (`raylet <args...> --temp-dir <dir>`) to completion.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_with_env(args, &[])
+    }
+
+    /// Runs a CLI command with extra environment variables.
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         let stderr_path = self.next_log(&format!("cli-{}", args.first().copied().unwrap_or("none")));
         let mut c = Command::new(RAYLET);
         c.args(args).args(["--temp-dir", &self.path().display().to_string()]);
         base_env(&mut c);
         c.env("RAYLET_LOG", "warn");
+        for (k, v) in env {
+            c.env(k, v);
+        }
         let child = spawn_registered(c, &stderr_path);
         let (status, stdout) = wait_child(child, Duration::from_secs(60));
         CliOutput { status, stdout, stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default() }
