@@ -55,7 +55,8 @@ fn code_lines(src: &str, skip_test_modules: bool) -> Vec<(usize, String)> {
             if j < lines.len() {
                 let item = lines[j].trim_start();
                 let is_inline_mod =
-                    (item.starts_with("mod ") || item.starts_with("pub(crate) mod ")) && item.trim_end().ends_with('{');
+                    ["mod ", "pub mod ", "pub(crate) mod ", "pub(super) mod "].iter().any(|p| item.starts_with(p))
+                        && item.trim_end().ends_with('{');
                 if is_inline_mod {
                     let indent = &lines[j][..lines[j].len() - item.len()];
                     let close = format!("{indent}}}");
