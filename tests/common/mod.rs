@@ -553,6 +553,8 @@ impl Node {
         if let Some(st) = self.exit {
             return st;
         }
+        // Leave the watchdog's registry first: after the wait below the pid may be reused.
+        unregister_child(self.pid);
         let c = self.child.as_mut().expect("child");
         let _ = c.kill();
         let st = c.wait().expect("wait");
@@ -596,9 +598,9 @@ impl Ready {
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            unregister_child(self.pid);
             let _ = c.kill();
             let _ = c.wait();
-            unregister_child(self.pid);
         }
         if std::thread::panicking() {
             eprintln!("{}", self.stderr_tail());
