@@ -55,7 +55,8 @@ fn code_lines(src: &str, skip_test_modules: bool) -> Vec<(usize, String)> {
             if j < lines.len() {
                 let item = lines[j].trim_start();
                 let is_inline_mod =
-                    (item.starts_with("mod ") || item.starts_with("pub(crate) mod ")) && item.trim_end().ends_with('{');
+                    ["mod ", "pub mod ", "pub(crate) mod ", "pub(super) mod "].iter().any(|p| item.starts_with(p))
+                        && item.trim_end().ends_with('{');
                 if is_inline_mod {
                     let indent = &lines[j][..lines[j].len() - item.len()];
                     let close = format!("{indent}}}");
@@ -74,7 +75,7 @@ fn code_lines(src: &str, skip_test_modules: bool) -> Vec<(usize, String)> {
         }
         let code = match line.find("//") {
             // Keep `//` inside string literals (an even number of quotes before it).
-            Some(pos) if line[..pos].matches('"').count() % 2 == 0 => &line[..pos],
+            Some(pos) if line[..pos].matches('"').count().is_multiple_of(2) => &line[..pos],
             _ => line,
         };
         out.push((i + 1, code.to_string()));

@@ -24,6 +24,17 @@ fn system_config_and_gcs_address_are_served_by_every_node() {
         let token = head.ready.token();
         let want: serde_json::Value = serde_json::from_str(SYSTEM_CONFIG).unwrap();
         for node in [&head, &joiner] {
+            // Every shard serves the port (SO_REUSEPORT) and the kernel spreads connections
+            // by hash: 32 connections miss a given shard with probability 2^-32.
+            for _ in 0..32 {
+                let mut c = node.node_manager(&token);
+                let gcs = nm::blocking::get_gcs_server_address(&mut c, &Default::default(), opts())
+                    .unwrap_or_else(|e| panic!("GetGcsServerAddress on some shard: {e}"));
+                assert_eq!(format!("{}:{}", gcs.ip, gcs.port), head.ready.gcs_address.to_string());
+                let cfg = nm::blocking::get_system_config(&mut c, &Default::default(), opts())
+                    .unwrap_or_else(|e| panic!("GetSystemConfig on some shard: {e}"));
+                assert_eq!(serde_json::from_str::<serde_json::Value>(&cfg.system_config).ok(), Some(want.clone()));
+            }
             let mut c = node.node_manager(&token);
             let cfg = nm::blocking::get_system_config(&mut c, &w::GetSystemConfigRequest::default(), opts())
                 .expect("GetSystemConfig");

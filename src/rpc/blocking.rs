@@ -63,8 +63,11 @@ impl BlockingClient {
         let (h, p) = match res {
             Ok(x) => x,
             Err(e) => {
+                // A transport failure during the hello (e.g. the peer is restarting) is a
+                // closed connection, which idempotent calls retry; only a refusal below is
+                // a `Handshake` error.
                 self.stream = None;
-                return Err(RpcError::Handshake(e.to_string()));
+                return Err(RpcError::Closed(format!("{} during the hello: {e}", self.addr)));
             }
         };
         let ok = h.kind == FrameKind::HelloAck && HelloAck::decode(p.as_slice()).map(|a| a.ok).unwrap_or(false);
@@ -167,7 +170,9 @@ impl BlockingClient {
         let mut backoff = Duration::from_millis(20);
         loop {
             match self.call_once(service, method, payload, deadline) {
-                Err(e) if opts.idempotent && (e.is_retryable() || matches!(e, RpcError::Handshake(_))) => {
+                // A refused hello (wrong token or version) is a verdict, not a transient
+                // failure: retrying it would only repeat the refusal until the deadline.
+                Err(e) if opts.idempotent && e.is_retryable() => {
                     if deadline.saturating_duration_since(Instant::now()) <= backoff {
                         return Err(e);
                     }

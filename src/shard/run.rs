@@ -114,6 +114,7 @@ impl Shard {
     /// Binds this shard's TCP listeners and starts serving them.
     fn start_listeners(self: &Rc<Self>, info: StartInfo) -> std::io::Result<()> {
         let ip = self.cfg.node_ip;
+        // Name the port in the error: "address in use" alone does not say which one.
         let bind = |what: &str, port: u16| {
             let addr = SocketAddr::new(ip, port);
             TcpListener::bind(addr).map_err(|e| std::io::Error::other(format!("{what} port {addr}: {e}")))
@@ -254,6 +255,7 @@ pub async fn run_shard(
 pub(crate) fn handle_start(shard: &Rc<Shard>, info: StartInfo, arena: Arc<Arena>) -> Rep {
     shard.ports.set(Some(info));
     *shard.objects.borrow_mut() = Some(crate::services::objects::store::ShardStore::new(shard, arena));
+    shard.gcs_address.set(info.gcs_address);
     match shard.start_listeners(info) {
         Ok(()) if shard.cfg.fail_start_on_shard == Some(shard.id.index()) => {
             Rep::Started(Err(format!("shard {}: start failed (fail_start_on_shard test knob)", shard.id)))
@@ -325,12 +327,15 @@ async fn start_node(shard: &Rc<Shard>) -> Result<usize, (usize, String)> {
             .map_err(|e| (0, format!("node manager port: {e}")))?,
         object_manager_port: resolve_port(ip, shard.cfg.object_manager_port)
             .map_err(|e| (0, format!("object manager port: {e}")))?,
+        gcs_address: shard.cfg.gcs_address,
     };
     shard.ports.set(Some(info));
     let arena = create_arena(shard).await.map_err(|e| (0, e))?;
     *shard.objects.borrow_mut() = Some(crate::services::objects::store::ShardStore::new(shard, arena.clone()));
     let node = crate::services::node::NodeServices::create(shard).await.map_err(|e| (0, e))?;
     *shard.node.borrow_mut() = Some(node.clone());
+    let info = StartInfo { gcs_address: node.gcs_addr(), ..info };
+    shard.ports.set(Some(info));
     shard.start_listeners(info).map_err(|e| (0, format!("listeners: {e}")))?;
     for i in 1..shard.n {
         match shard.mesh.call(ShardId(i as u16), Req::Start(info, arena.clone())).await {

@@ -247,12 +247,17 @@ impl NodeOpts {
         let mut c = Command::new(RAYLET);
         c.arg("start");
         if self.head {
-            c.arg("--head").args(["--port", "0"]);
+            c.arg("--head");
         }
         if let Some(a) = self.address {
             c.args(["--address", &a.to_string()]);
         }
-        c.args(["--node-manager-port", "0", "--object-manager-port", "0", "--metrics-export-port", "0"]);
+        // Port 0 for every listener the test does not pin itself.
+        for flag in ["--port", "--node-manager-port", "--object-manager-port", "--metrics-export-port"] {
+            if !self.args.iter().any(|a| a == flag) && (flag != "--port" || self.head) {
+                c.args([flag, "0"]);
+            }
+        }
         c.args(["--shards", &self.shards.to_string()]);
         c.args(["--temp-dir", &dir.display().to_string()]);
         // Keep the store small: tests run several nodes at once on a small machine.
@@ -349,11 +354,19 @@ impl TestDir {
 
     /// Runs a CLI command (`raylet <args...> --temp-dir <dir>`) to completion.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_with_env(args, &[])
+    }
+
+    /// Runs a CLI command with extra environment variables.
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         let stderr_path = self.next_log(&format!("cli-{}", args.first().copied().unwrap_or("none")));
         let mut c = Command::new(RAYLET);
         c.args(args).args(["--temp-dir", &self.path().display().to_string()]);
         base_env(&mut c);
         c.env("RAYLET_LOG", "warn");
+        for (k, v) in env {
+            c.env(k, v);
+        }
         let child = spawn_registered(c, &stderr_path);
         let (status, stdout) = wait_child(child, Duration::from_secs(60));
         CliOutput { status, stdout, stderr: std::fs::read_to_string(&stderr_path).unwrap_or_default() }
@@ -468,21 +481,18 @@ impl Node {
             stdout_lines: lines,
             stdout_reader: Some(reader),
         };
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with("raylet ready ") => {
-                    node.ready = Ready::parse(&line).unwrap_or_else(|e| panic!("{e}"));
-                    return node;
-                }
-                Ok(line) => panic!("unexpected stdout line before the ready line: {line:?}\n{}", node.stderr_tail()),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("node {pid} printed no ready line within {READY_TIMEOUT:?}\n{}", node.stderr_tail())
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let st = node.wait_exit(Duration::from_secs(10));
-                    panic!("node {pid} exited ({st}) before its ready line\n{}", node.stderr_tail())
-                }
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) if line.starts_with("raylet ready ") => {
+                node.ready = Ready::parse(&line).unwrap_or_else(|e| panic!("{e}"));
+                node
+            }
+            Ok(line) => panic!("unexpected stdout line before the ready line: {line:?}\n{}", node.stderr_tail()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("node {pid} printed no ready line within {READY_TIMEOUT:?}\n{}", node.stderr_tail())
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let st = node.wait_exit(Duration::from_secs(10));
+                panic!("node {pid} exited ({st}) before its ready line\n{}", node.stderr_tail())
             }
         }
     }
@@ -543,6 +553,8 @@ impl Node {
         if let Some(st) = self.exit {
             return st;
         }
+        // Leave the watchdog's registry first: after the wait below the pid may be reused.
+        unregister_child(self.pid);
         let c = self.child.as_mut().expect("child");
         let _ = c.kill();
         let st = c.wait().expect("wait");
@@ -586,9 +598,9 @@ impl Ready {
 impl Drop for Node {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            unregister_child(self.pid);
             let _ = c.kill();
             let _ = c.wait();
-            unregister_child(self.pid);
         }
         if std::thread::panicking() {
             eprintln!("{}", self.stderr_tail());
