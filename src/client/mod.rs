@@ -7,5 +7,5 @@ mod channel;
 mod local;
 mod objects;
 
-pub use local::{ClientError, LocalClient};
+pub use local::{ClientError, LocalClient, INLINE_PUT_MAX};
 pub use objects::{ObjectView, ObjectWriter};
