@@ -120,7 +120,13 @@ pub(crate) fn run_putget(opts: &Opts, report: &mut Report) -> Res<()> {
         node.dir.path.display()
     ));
     let mut c = LocalClient::connect_driver(&socket(&node)?).map_err(|e| e.to_string())?;
-    let mut uds = UdsPingPong::new(get_sizes(), None)?;
+    // Same placement for the node's path and the baseline: every object used hashes to
+    // shard 0, whose executor runs on the first allowed CPU; the bench thread and the raw
+    // echo thread run there too (same-core ping-pong in both cases).
+    let cpu0 = crate::measure::allowed_cpus().first().copied();
+    let _pin = crate::measure::PinGuard::new(cpu0)?;
+    report.note(format!("pinning: bench thread and raw echo on CPU {cpu0:?} with shard 0, which owns every object used"));
+    let mut uds = UdsPingPong::new(get_sizes(), cpu0)?;
     let cfg = LatencyCfg { warmup: opts.warmup.min(1000), iters: opts.iters.min(10_000), rounds: opts.rounds };
     let mut rtt = || uds.rtt();
     let base = latency_interleaved(&cfg, &mut [&mut rtt as Op<'_>])?.remove(0);
@@ -130,6 +136,7 @@ pub(crate) fn run_putget(opts: &Opts, report: &mut Report) -> Res<()> {
         get_sizes().req,
         get_sizes().resp
     ));
+    let mut ids = ShardIds { shards: opts.shards, last: ObjectId::NIL };
     for size in [KIB, MIB, 256 * MIB] {
         let data = pattern(size, size as u64);
         let iters = if size >= 64 * MIB {
@@ -143,9 +150,9 @@ pub(crate) fn run_putget(opts: &Opts, report: &mut Report) -> Res<()> {
         let mut h = histogram();
         for i in 0..iters + 2 {
             let t = Instant::now();
-            let id = c.put(&data).map_err(|e| e.to_string())?;
+            c.put_with_id(ids.next(), &data).map_err(|e| e.to_string())?;
             let took = t.elapsed();
-            c.delete(&[id]).map_err(|e| e.to_string())?;
+            c.delete(&[ids.last]).map_err(|e| e.to_string())?;
             if i >= 2 {
                 h.saturating_record(took.as_nanos() as u64);
             }
@@ -158,7 +165,8 @@ pub(crate) fn run_putget(opts: &Opts, report: &mut Report) -> Res<()> {
             report.push(Measured::latency(format!("put_{name}"), &h), uds_rtt.clone());
         }
         // Get of a local object: the reply says where it is; reading is in place.
-        let id = c.put(&data).map_err(|e| e.to_string())?;
+        let id = ids.next();
+        c.put_with_id(id, &data).map_err(|e| e.to_string())?;
         let check = c.get(&[id], Some(Duration::ZERO)).map_err(|e| e.to_string())?;
         let ok = check[0].as_ref().is_some_and(|v| v[..] == data[..]);
         drop(check);
@@ -177,6 +185,24 @@ pub(crate) fn run_putget(opts: &Opts, report: &mut Report) -> Res<()> {
         c.delete(&[id]).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Fresh object ids owned by shard 0.
+struct ShardIds {
+    shards: usize,
+    last: ObjectId,
+}
+
+impl ShardIds {
+    fn next(&mut self) -> ObjectId {
+        loop {
+            let id = ObjectId::random();
+            if raylet::shard::route::owner_of_object(&id, self.shards).index() == 0 {
+                self.last = id;
+                return id;
+            }
+        }
+    }
 }
 
 /// A loopback TCP server that answers an 8-byte length with that many bytes, written
