@@ -131,9 +131,16 @@ impl Target {
     /// Resolves `--pin` against the node's placement, which is known only when this bench
     /// started it (glommio pins shard i to allowed CPU i when shards <= CPUs).
     pub(crate) fn placement(&self, pin: Pin) -> Res<Placement> {
+        placement(self.shards.unwrap_or(0), self.started_here, pin)
+    }
+}
+
+/// Where latency threads go for a node of `n` shards (pinned to the first `n` allowed
+/// CPUs when `started_here`).
+pub(crate) fn placement(n: usize, started_here: bool, pin: Pin) -> Res<Placement> {
+    {
         let cpus = allowed_cpus();
-        let n = self.shards.unwrap_or(0);
-        let known = self.started_here && n >= 1 && n <= cpus.len();
+        let known = started_here && n >= 1 && n <= cpus.len();
         let pin = match pin {
             Pin::Auto if known => Pin::Shared,
             Pin::Auto => Pin::Off,

@@ -120,13 +120,14 @@ pub(crate) fn run_putget(opts: &Opts, report: &mut Report) -> Res<()> {
         node.dir.path.display()
     ));
     let mut c = LocalClient::connect_driver(&socket(&node)?).map_err(|e| e.to_string())?;
-    // Same placement for the node's path and the baseline: every object used hashes to
-    // shard 0, whose executor runs on the first allowed CPU; the bench thread and the raw
-    // echo thread run there too (same-core ping-pong in both cases).
-    let cpu0 = crate::measure::allowed_cpus().first().copied();
-    let _pin = crate::measure::PinGuard::new(cpu0)?;
-    report.note(format!("pinning: bench thread and raw echo on CPU {cpu0:?} with shard 0, which owns every object used"));
-    let mut uds = UdsPingPong::new(get_sizes(), cpu0)?;
+    // Same placement for the node's path and the baseline (`--pin`): every object used
+    // hashes to shard 0; `shared` runs the bench thread and the raw echo thread on shard
+    // 0's CPU (same-core ping-pong in both cases), `split` runs the bench thread on a CPU
+    // no shard uses (cross-core in both cases).
+    let place = crate::cluster::placement(opts.shards, true, opts.pin)?;
+    let _pin = crate::measure::PinGuard::new(place.client)?;
+    report.note(format!("{}; every object used is owned by shard 0", place.describe));
+    let mut uds = UdsPingPong::new(get_sizes(), place.server)?;
     let cfg = LatencyCfg { warmup: opts.warmup.min(1000), iters: opts.iters.min(10_000), rounds: opts.rounds };
     let mut rtt = || uds.rtt();
     let base = latency_interleaved(&cfg, &mut [&mut rtt as Op<'_>])?.remove(0);
