@@ -24,6 +24,8 @@
 //! - [`services`]: per-shard services driving the logic.
 //! - [`local`], [`rpc`]: the two protocols.
 //! - [`client`]: what drivers and workers link.
+//! - [`process`]: spawning and signalling worker and agent processes.
+//! - [`worker`]: the default worker process (`raylet worker`).
 //! - [`cli`], [`config`], [`telemetry`], [`metrics`], [`ids`], [`wire`].
 
 #![warn(missing_docs)]
@@ -35,9 +37,11 @@ pub mod ids;
 pub mod local;
 pub mod logic;
 pub mod metrics;
+pub mod process;
 pub mod rpc;
 pub mod services;
 pub mod shard;
 pub mod store;
 pub mod telemetry;
 pub mod wire;
+pub mod worker;

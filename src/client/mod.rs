@@ -4,5 +4,7 @@
 //! read the reply, which is the lowest-latency shape for a single-threaded caller.
 
 mod local;
+pub mod tasks;
+pub mod wire_io;
 
 pub use local::{ClientError, LocalClient};

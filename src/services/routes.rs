@@ -25,6 +25,7 @@ macro_rules! service {
 pub fn node_manager(shard: &Rc<Shard>) -> Router {
     let mut r = Router::default();
     service!(r, node_manager_service, NodeRpc(shard.clone()));
+    service!(r, agent_manager_service, super::sched::rpc::AgentRpc(shard.clone()));
     r
 }
 
@@ -34,12 +35,13 @@ pub fn object_manager(_shard: &Rc<Shard>) -> Router {
 }
 
 /// The GCS port (head only).
-pub fn gcs(gcs: &Rc<GcsServer>) -> Router {
+pub fn gcs(gcs: &Rc<GcsServer>, pgs: &Rc<super::sched::gcs_pg::GcsPlacementGroups>) -> Router {
     let mut r = Router::default();
     service!(r, node_info_gcs_service, gcs.clone());
     service!(r, heartbeat_info_gcs_service, gcs.clone());
     service!(r, node_resource_info_gcs_service, gcs.clone());
     service!(r, internal_kv_gcs_service, gcs.clone());
+    service!(r, placement_group_info_gcs_service, pgs.clone());
     r
 }
 
@@ -55,6 +57,10 @@ pub fn method_name(service: u16, method: u16) -> Option<String> {
             (node_resource_info_gcs_service::NAME, node_resource_info_gcs_service::method_name)
         }
         internal_kv_gcs_service::SERVICE_ID => (internal_kv_gcs_service::NAME, internal_kv_gcs_service::method_name),
+        agent_manager_service::SERVICE_ID => (agent_manager_service::NAME, agent_manager_service::method_name),
+        placement_group_info_gcs_service::SERVICE_ID => {
+            (placement_group_info_gcs_service::NAME, placement_group_info_gcs_service::method_name)
+        }
         _ => return None,
     };
     name(method).map(|m| format!("{svc}.{m}"))

@@ -1,4 +1,5 @@
-//! Pure state of the embedded GCS: node membership and the internal KV.
+//! Pure state of the embedded GCS: node membership, the internal KV and placement groups.
 
 pub mod kv;
 pub mod nodes;
+pub mod pgs;

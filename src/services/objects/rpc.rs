@@ -10,11 +10,6 @@ pub async fn pin_object_i_ds(_shard: &Rc<Shard>, _req: PinObjectIDsRequest) -> R
     Err(Status::unimplemented("PinObjectIDs: not yet (object plane)"))
 }
 
-/// `GlobalGC`.
-pub async fn global_gc(_shard: &Rc<Shard>, _req: GlobalGcRequest) -> Result<GlobalGcReply, Status> {
-    Err(Status::unimplemented("GlobalGC: not yet (object plane)"))
-}
-
 /// `FormatGlobalMemoryInfo`.
 pub async fn format_global_memory_info(
     _shard: &Rc<Shard>,
