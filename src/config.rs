@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub node_name: String,
     /// Worker pool, leases, agent and resource reporting.
     pub sched: SchedConfig,
+    /// A pull with no copy anywhere fails after this long.
+    pub fetch_timeout: Duration,
 }
 
 /// Scheduling-plane settings (RAY-NOTES.md §12.6, §12.3).
@@ -146,6 +148,7 @@ impl NodeConfig {
             system_config: "{}".into(),
             node_name: String::new(),
             sched: SchedConfig::default(),
+            fetch_timeout: Duration::from_secs(60),
         }
     }
 

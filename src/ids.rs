@@ -90,6 +90,12 @@ macro_rules! id_type {
             }
         }
 
+        impl Default for $name {
+            fn default() -> Self {
+                Self::NIL
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.hex())

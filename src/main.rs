@@ -23,6 +23,14 @@ fn main() {
             raylet::telemetry::init_cli();
             raylet::cli::agent::run(&args)
         }
+        Command::Memory(args) => {
+            raylet::telemetry::init_cli();
+            report(raylet::cli::memory::run(&args))
+        }
+        Command::Object(args) => {
+            raylet::telemetry::init_cli();
+            report(raylet::cli::object::run(&args.command))
+        }
     };
     std::process::exit(code);
 }

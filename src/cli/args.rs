@@ -27,6 +27,73 @@ pub enum Command {
     Worker(crate::worker::WorkerArgs),
     /// Run the minimal agent process (started by a node with --agent-command).
     Agent(super::agent::AgentArgs),
+    /// Object store usage of every node and its objects.
+    Memory(MemoryArgs),
+    /// Put, get or delete an object through a local raylet.
+    Object(ObjectArgs),
+}
+
+/// `raylet memory`.
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// `raylet object ...`.
+#[derive(Debug, Args)]
+pub struct ObjectArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ObjectCommand,
+}
+
+/// Object subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ObjectCommand {
+    /// Store FILE as a new pinned primary copy on the node; prints its id.
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// The raylet socket (default: the head of the newest local session).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Root of session directories.
+        #[arg(long, default_value = "/tmp/raylet")]
+        temp_dir: PathBuf,
+    },
+    /// Write an object's bytes (pulled from another node when needed) to stdout or -o FILE.
+    Get {
+        /// The object id (hex).
+        id: String,
+        /// The raylet socket (default: the head of the newest local session).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Output file.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// How long to wait for the object, in ms.
+        #[arg(long, default_value_t = 60_000)]
+        timeout_ms: u64,
+        /// Root of session directories.
+        #[arg(long, default_value = "/tmp/raylet")]
+        temp_dir: PathBuf,
+    },
+    /// Delete an object (unpins the primary copy).
+    Delete {
+        /// The object id (hex).
+        id: String,
+        /// The raylet socket (default: the head of the newest local session).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Root of session directories.
+        #[arg(long, default_value = "/tmp/raylet")]
+        temp_dir: PathBuf,
+    },
 }
 
 /// Output format of inspection commands.
@@ -191,6 +258,9 @@ pub struct StartArgs {
     /// GCS (head): period of its RequestResourceReport pulls, in ms.
     #[arg(long, default_value_t = 100)]
     pub gcs_resource_poll_period_ms: u64,
+    /// A pull with no copy of the object anywhere fails after this many ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub fetch_timeout_ms: u64,
 }
 
 fn split_command(flag: &str, cmd: &Option<String>) -> Result<Vec<String>, String> {
@@ -273,6 +343,7 @@ impl StartArgs {
         cfg.system_config = self.system_config.clone();
         cfg.node_name = self.node_name.clone();
         cfg.sched = self.sched_config(cpus)?;
+        cfg.fetch_timeout = Duration::from_millis(self.fetch_timeout_ms);
         Ok(cfg)
     }
 }

@@ -3,6 +3,8 @@
 
 pub mod agent;
 pub mod args;
+pub mod memory;
+pub mod object;
 pub mod session;
 pub mod status;
 pub mod stop;

@@ -1,10 +1,19 @@
-//! The local-socket client: connect, register, announce, disconnect.
+//! The local-socket client: register, announce, disconnect, and the object store API
+//! (`put`, `create`/`seal`, `get`, `release`, `delete`, `contains`, `wait`).
+//!
+//! Store operations on object X go to the connection attached to X's owner shard
+//! (`<session>/sockets/raylet.<shard>`), so they never hop between the raylet's shards;
+//! gets read the bytes in place from the store segment mapped once.
 
-use crate::ids::{JobId, NodeId, WorkerId};
-use crate::local::codec::{self, ClientKind, DisconnectKind, LocalMessage, Register, HEADER_LEN};
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
+use super::channel::Channel;
+use super::objects::{ObjectView, ObjectWriter, Releases};
+use crate::ids::{JobId, NodeId, ObjectId, WorkerId};
+use crate::local::codec::{self, ClientKind, DisconnectKind, LocalMessage, ObjectSpec, Register, StoreError};
+use crate::store::buffer::Segment;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// What a local call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -18,25 +27,65 @@ pub enum ClientError {
     /// The raylet refused the request.
     #[error("refused: {0}")]
     Refused(String),
+    /// A store operation failed.
+    #[error("store: {code:?}: {message}")]
+    Store {
+        /// The code.
+        code: StoreError,
+        /// Details.
+        message: String,
+    },
     /// The raylet answered with an unexpected message.
     #[error("unexpected reply: {0}")]
     Unexpected(String),
+    /// The store segment could not be mapped or a range was bad.
+    #[error(transparent)]
+    Segment(#[from] crate::store::buffer::SegmentError),
 }
 
 /// A connection to the local raylet.
 #[derive(Debug)]
 pub struct LocalClient {
-    stream: UnixStream,
+    main: Channel,
+    shards: Vec<Option<Channel>>,
+    shard_sockets: Vec<PathBuf>,
     worker_id: WorkerId,
     node_id: Option<NodeId>,
-    max_frame: u64,
+    segment: Option<Arc<Segment>>,
+    releases: Releases,
+}
+
+fn unexpected(m: LocalMessage) -> ClientError {
+    ClientError::Unexpected(format!("{m:?}"))
+}
+
+fn check(error: StoreError, message: String) -> Result<(), ClientError> {
+    if error == StoreError::Ok {
+        Ok(())
+    } else {
+        Err(ClientError::Store { code: error, message })
+    }
 }
 
 impl LocalClient {
     /// Connects to the raylet socket at `path`.
     pub fn connect(path: &Path) -> Result<Self, ClientError> {
-        let stream = UnixStream::connect(path)?;
-        Ok(Self { stream, worker_id: WorkerId::random(), node_id: None, max_frame: 1 << 30 })
+        Ok(Self {
+            main: Channel::connect(path)?,
+            shards: Vec::new(),
+            shard_sockets: Vec::new(),
+            worker_id: WorkerId::random(),
+            node_id: None,
+            segment: None,
+            releases: Releases::default(),
+        })
+    }
+
+    /// Connects and registers as a driver of a fresh job.
+    pub fn connect_driver(path: &Path) -> Result<Self, ClientError> {
+        let mut c = Self::connect(path)?;
+        c.register_driver(JobId::random())?;
+        Ok(c)
     }
 
     /// This client's id.
@@ -49,38 +98,50 @@ impl LocalClient {
         self.node_id
     }
 
-    /// Sends one message.
+    /// Sends one message on the main connection.
     pub fn send(&mut self, m: &LocalMessage) -> Result<(), ClientError> {
-        self.stream.write_all(&codec::encode(m))?;
+        self.main.send(m)
+    }
+
+    /// Reads one message from the main connection.
+    pub fn recv(&mut self) -> Result<LocalMessage, ClientError> {
+        let (m, fds) = self.main.recv()?;
+        self.adopt_fds(fds)?;
+        Ok(m)
+    }
+
+    /// The main connection's socket, for sending hand-made bytes (tests).
+    pub fn raw_stream(&mut self) -> &mut std::os::unix::net::UnixStream {
+        self.main.stream()
+    }
+
+    fn adopt_fds(&mut self, fds: Vec<OwnedFd>) -> Result<(), ClientError> {
+        if let Some(fd) = fds.into_iter().next() {
+            if self.segment.is_none() {
+                self.segment = Some(Arc::new(Segment::map(fd)?));
+            }
+        }
         Ok(())
     }
 
-    /// Reads one message.
-    pub fn recv(&mut self) -> Result<LocalMessage, ClientError> {
-        let mut h = [0u8; HEADER_LEN];
-        self.stream.read_exact(&mut h)?;
-        let header = codec::decode_header(&h, self.max_frame)?;
-        let mut p = vec![0u8; header.len as usize];
-        self.stream.read_exact(&mut p)?;
-        Ok(codec::decode_message(header.msg_type, &p)?)
-    }
-
     fn register(&mut self, kind: ClientKind, job: JobId, token: i64) -> Result<NodeId, ClientError> {
-        self.send(&LocalMessage::Register(Register {
+        let req = Register {
             kind,
             worker_id: self.worker_id,
             pid: i64::from(std::process::id()),
             startup_token: token,
             job_id: job,
             ip_address: "127.0.0.1".into(),
-        }))?;
-        match self.recv()? {
+        };
+        match self.main.call(&LocalMessage::Register(req))?.0 {
             LocalMessage::RegisterReply(r) if r.success => {
                 self.node_id = Some(r.node_id);
+                self.shard_sockets = r.shard_sockets.iter().map(PathBuf::from).collect();
+                self.shards = (0..r.num_shards.max(1)).map(|_| None).collect();
                 Ok(r.node_id)
             }
             LocalMessage::RegisterReply(r) => Err(ClientError::Refused(r.failure_reason)),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
@@ -96,23 +157,207 @@ impl LocalClient {
 
     /// Announces the port of this client's server. Drivers get a verdict; workers do not.
     pub fn announce_port(&mut self, port: u16, is_driver: bool) -> Result<(), ClientError> {
-        self.send(&LocalMessage::AnnounceWorkerPort { port: i32::from(port) })?;
+        self.main.send(&LocalMessage::AnnounceWorkerPort { port: i32::from(port) })?;
         if !is_driver {
             return Ok(());
         }
         match self.recv()? {
             LocalMessage::AnnounceWorkerPortReply { success: true, .. } => Ok(()),
             LocalMessage::AnnounceWorkerPortReply { failure_reason, .. } => Err(ClientError::Refused(failure_reason)),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+            other => Err(unexpected(other)),
         }
     }
 
     /// Says goodbye and waits for the acknowledgement.
     pub fn disconnect(mut self) -> Result<(), ClientError> {
-        self.send(&LocalMessage::Disconnect { kind: DisconnectKind::Intended, detail: "client disconnect".into() })?;
-        match self.recv()? {
+        self.flush_releases()?;
+        self.shards.clear();
+        let m = LocalMessage::Disconnect { kind: DisconnectKind::Intended, detail: "client disconnect".into() };
+        match self.main.call(&m)?.0 {
             LocalMessage::DisconnectReply => Ok(()),
-            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The channel for store operations on objects owned by `shard` (attached lazily);
+    /// the main connection when the raylet has no per-shard sockets.
+    fn channel(&mut self, shard: usize) -> Result<&mut Channel, ClientError> {
+        if shard >= self.shards.len() || self.shard_sockets.get(shard).is_none() {
+            return Ok(&mut self.main);
+        }
+        if self.shards[shard].is_none() {
+            let mut ch = Channel::connect(&self.shard_sockets[shard])?;
+            match ch.call(&LocalMessage::Attach { worker_id: self.worker_id })?.0 {
+                LocalMessage::AttachReply { success: true, .. } => {}
+                LocalMessage::AttachReply { failure_reason, .. } => return Err(ClientError::Refused(failure_reason)),
+                other => return Err(unexpected(other)),
+            }
+            self.shards[shard] = Some(ch);
+        }
+        Ok(self.shards[shard].as_mut().expect("attached just above"))
+    }
+
+    fn owner(&self, id: &ObjectId) -> usize {
+        crate::shard::route::owner_of_object(id, self.shards.len().max(1)).index()
+    }
+
+    /// Sends queued releases (from dropped views) on their connections.
+    fn flush_releases(&mut self) -> Result<(), ClientError> {
+        for (shard, ids) in self.releases.take() {
+            self.channel(shard)?.send(&LocalMessage::Release { ids })?;
+        }
+        Ok(())
+    }
+
+    /// Calls the owner shard of `id`.
+    fn call_owner(&mut self, id: &ObjectId, m: &LocalMessage) -> Result<LocalMessage, ClientError> {
+        self.flush_releases()?;
+        let shard = self.owner(id);
+        let (reply, fds) = self.channel(shard)?.call(m)?;
+        self.adopt_fds(fds)?;
+        Ok(reply)
+    }
+
+    fn segment(&self) -> Result<Arc<Segment>, ClientError> {
+        self.segment.clone().ok_or_else(|| ClientError::Unexpected("no store segment was passed".into()))
+    }
+
+    /// Creates an object of `data_size` + `metadata_size` bytes to be written in place.
+    pub fn create(
+        &mut self,
+        id: ObjectId,
+        data_size: u64,
+        metadata_size: u64,
+        primary: bool,
+    ) -> Result<ObjectWriter, ClientError> {
+        let m = LocalMessage::Create { id, data_size, metadata_size, primary };
+        match self.call_owner(&id, &m)? {
+            LocalMessage::CreateReply { error, message, spec, .. } => {
+                check(error, message)?;
+                let seg = self.segment()?;
+                ObjectWriter::new(seg, spec, self.owner(&id))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Seals a written object (consumes the writer; this client keeps its reference until
+    /// `release`).
+    pub fn seal(&mut self, w: ObjectWriter) -> Result<ObjectId, ClientError> {
+        let id = w.id();
+        match self.call_owner(&id, &LocalMessage::Seal { id })? {
+            LocalMessage::SealReply { error, message } => check(error, message).map(|_| id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Aborts an unsealed object.
+    pub fn abort(&mut self, w: ObjectWriter) -> Result<(), ClientError> {
+        let id = w.id();
+        match self.call_owner(&id, &LocalMessage::Abort { id })? {
+            LocalMessage::AbortReply { error, message } => check(error, message),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stores `data` as a new primary copy on this node and returns its id.
+    pub fn put(&mut self, data: &[u8]) -> Result<ObjectId, ClientError> {
+        let id = ObjectId::random();
+        self.put_with_id(id, data)?;
+        Ok(id)
+    }
+
+    /// Stores `data` under `id` as a primary copy on this node.
+    pub fn put_with_id(&mut self, id: ObjectId, data: &[u8]) -> Result<(), ClientError> {
+        let mut w = self.create(id, data.len() as u64, 0, true)?;
+        w.data_mut().copy_from_slice(data);
+        self.seal(w)?;
+        self.release(&[id])
+    }
+
+    /// Drops this client's references to `ids` (views already dropped release themselves).
+    pub fn release(&mut self, ids: &[ObjectId]) -> Result<(), ClientError> {
+        for id in ids {
+            self.releases.push(self.owner(id), *id);
+        }
+        self.flush_releases()
+    }
+
+    /// Gets objects, waiting up to `timeout` for each to be sealed here (pulling it from
+    /// another node when needed). Missing ones are `None`. Views read the bytes in place
+    /// and release their reference when dropped.
+    pub fn get(&mut self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Option<ObjectView>>, ClientError> {
+        self.flush_releases()?;
+        let timeout_ms = timeout.map(|t| t.as_millis().min(i64::MAX as u128) as i64).unwrap_or(-1);
+        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
+        for (i, id) in ids.iter().enumerate() {
+            groups.entry(self.owner(id)).or_default().push(i);
+        }
+        for (shard, idx) in &groups {
+            let part: Vec<ObjectId> = idx.iter().map(|i| ids[*i]).collect();
+            self.channel(*shard)?.send(&LocalMessage::Get { ids: part, timeout_ms })?;
+        }
+        let mut out: Vec<Option<ObjectView>> = (0..ids.len()).map(|_| None).collect();
+        for (shard, idx) in &groups {
+            let (reply, fds) = self.channel(*shard)?.recv()?;
+            self.adopt_fds(fds)?;
+            let LocalMessage::GetReply { objects, .. } = reply else { return Err(unexpected(reply)) };
+            if objects.len() != idx.len() {
+                return Err(ClientError::Unexpected(format!(
+                    "get reply has {} objects for {} ids",
+                    objects.len(),
+                    idx.len()
+                )));
+            }
+            for (i, spec) in idx.iter().zip(objects) {
+                out[*i] = self.view(*shard, spec)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn view(&self, shard: usize, spec: ObjectSpec) -> Result<Option<ObjectView>, ClientError> {
+        if !spec.found {
+            return Ok(None);
+        }
+        ObjectView::new(self.segment()?, spec, shard, self.releases.clone()).map(Some)
+    }
+
+    /// Deletes objects; per-object outcome (`ObjectInUse` = deferred until released).
+    pub fn delete(&mut self, ids: &[ObjectId]) -> Result<Vec<StoreError>, ClientError> {
+        self.flush_releases()?;
+        match self.main.call(&LocalMessage::Delete { ids: ids.to_vec() })?.0 {
+            LocalMessage::DeleteReply { errors } => Ok(errors),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Whether a sealed copy is on this node.
+    pub fn contains(&mut self, id: &ObjectId) -> Result<bool, ClientError> {
+        match self.call_owner(id, &LocalMessage::Contains { id: *id })? {
+            LocalMessage::ContainsReply { has_object } => Ok(has_object),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until `num_required` of `ids` are ready here or `timeout` passes; returns
+    /// (ready, remaining).
+    pub fn wait(
+        &mut self,
+        ids: &[ObjectId],
+        num_required: usize,
+        timeout: Option<Duration>,
+    ) -> Result<(Vec<ObjectId>, Vec<ObjectId>), ClientError> {
+        self.flush_releases()?;
+        let timeout_ms = timeout.map(|t| t.as_millis().min(i64::MAX as u128) as i64).unwrap_or(-1);
+        let m = LocalMessage::Wait {
+            ids: ids.to_vec(),
+            num_required: num_required.min(i32::MAX as usize) as i32,
+            timeout_ms,
+        };
+        match self.main.call(&m)?.0 {
+            LocalMessage::WaitReply { ready, remaining } => Ok((ready, remaining)),
+            other => Err(unexpected(other)),
         }
     }
 }

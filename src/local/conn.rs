@@ -1,14 +1,21 @@
 //! One local connection, served on its owner shard: framed reads, verification, dispatch,
-//! and replies through an ordered writer task.
+//! and replies through an ordered writer.
+//!
+//! Two kinds of connections: the main socket's (registration, port announcement,
+//! disconnect, and store operations on any object, forwarded to the owner shard over the
+//! mesh), and a per-shard socket's, which a registered client attaches to its shard so
+//! store operations on that shard's objects run with no cross-shard hop.
 //!
 //! Any bad frame (wrong cookie, unknown type, oversized length, failed verification, EOF
-//! mid-frame) closes this connection alone, with a logged reason; whatever the client
-//! held is released by the owner services it registered with.
+//! mid-frame) closes this connection alone, with a logged reason; whatever the client held
+//! through it (references, unsealed objects) is released on every shard it touched.
 
 use super::codec::{self, ClientKind, CodecError, LocalMessage, HEADER_LEN};
+use super::writer::{LocalOut, LocalSenderQ};
 use crate::ids::{ShardId, WorkerId};
+use crate::logic::objects::ClientId;
 use crate::metrics::ErrorKind;
-use crate::rpc::conn::{spawn_writer, split_local, FrameSender, OutFrame};
+use crate::rpc::conn::split_local;
 use crate::shard::msg::{Rep, Req};
 use crate::shard::Shard;
 use futures_lite::{AsyncRead, AsyncReadExt};
@@ -45,34 +52,53 @@ impl LocalConns {
     }
 }
 
+/// Which socket a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// `<session>/sockets/raylet`.
+    Main,
+    /// `<session>/sockets/raylet.<shard>`: must start with `Attach`.
+    Shard,
+}
+
 /// Starts serving the accepted descriptor `fd` on this shard.
-pub fn adopt(shard: &Rc<Shard>, fd: RawFd) {
+pub fn adopt(shard: &Rc<Shard>, fd: RawFd, kind: SocketKind) {
     let stream = super::fdpass::stream_from_fd(fd);
-    let id = shard.local.next.get();
-    shard.local.next.set(id + 1);
+    let seq = shard.local.next.get();
+    shard.local.next.set(seq + 1);
     let s = shard.clone();
     let task = glommio::spawn_local(async move {
         let m = s.metrics.shard(s.id.index());
         m.local_connections.fetch_add(1, Relaxed);
-        let mut conn = Conn { shard: s.clone(), client: None };
-        let outcome = conn.serve(stream).await;
-        if let Err((kind, why)) = outcome {
+        let client = ClientId((u64::from(s.id.0) << 48) | seq);
+        let mut conn =
+            Conn { shard: s.clone(), sock: fd, kind, client, registered: None, touched: Vec::new(), fd_sent: false };
+        if let Err((kind, why)) = conn.serve(stream).await {
             m.error(kind);
             tracing::warn!(shard = %s.id, "closing local connection: {why}");
         }
         conn.cleanup("connection closed").await;
         m.local_connections.fetch_sub(1, Relaxed);
-        s.local.tasks.borrow_mut().remove(&id);
+        s.local.tasks.borrow_mut().remove(&seq);
     })
     .detach();
-    shard.local.tasks.borrow_mut().insert(id, task);
+    shard.local.tasks.borrow_mut().insert(seq, task);
 }
 
-type Failure = (ErrorKind, String);
+/// Why a connection is closed: the error kind counted and the logged reason.
+pub type Failure = (ErrorKind, String);
 
-struct Conn {
-    shard: Rc<Shard>,
-    client: Option<(WorkerId, ClientKind)>,
+/// A connection's state.
+pub(super) struct Conn {
+    pub(super) shard: Rc<Shard>,
+    pub(super) sock: RawFd,
+    kind: SocketKind,
+    pub(super) client: ClientId,
+    registered: Option<(WorkerId, ClientKind)>,
+    /// Shards whose stores this connection used (they must hear of its end).
+    pub(super) touched: Vec<ShardId>,
+    /// Whether the store segment's descriptor went to this client already.
+    pub(super) fd_sent: bool,
 }
 
 impl Conn {
@@ -80,7 +106,7 @@ impl Conn {
         let (mut r, w) = split_local(stream);
         let metrics = self.shard.metrics.clone();
         let me = self.shard.id.index();
-        let (tx, _writer) = spawn_writer(w, 256, move |_| {
+        let tx = super::writer::spawn(w, self.sock, move || {
             metrics.shard(me).local_frames_out.fetch_add(1, Relaxed);
         });
         let max = self.shard.cfg.max_local_frame;
@@ -94,15 +120,20 @@ impl Conn {
     }
 
     /// Handles one message; `Ok(false)` ends the connection gracefully.
-    async fn handle(&mut self, msg: LocalMessage, tx: &FrameSender) -> Result<bool, Failure> {
-        let send = |m: &LocalMessage| OutFrame { head: codec::encode(m), trailer: None, done: None };
+    async fn handle(&mut self, msg: LocalMessage, tx: &LocalSenderQ) -> Result<bool, Failure> {
+        if self.kind == SocketKind::Shard && self.registered.is_none() && !matches!(msg, LocalMessage::Attach { .. }) {
+            return Err((ErrorKind::LocalBadFrame, "a per-shard connection must start with Attach".into()));
+        }
         match msg {
             LocalMessage::Register(req) => {
-                if self.client.is_some() {
-                    return Err((ErrorKind::LocalBadFrame, "second registration on one connection".into()));
+                if self.registered.is_some() || self.kind == SocketKind::Shard {
+                    return Err((
+                        ErrorKind::LocalBadFrame,
+                        "registration on an already registered or per-shard connection".into(),
+                    ));
                 }
                 let (id, kind) = (req.worker_id, req.kind);
-                let reply = match self
+                let mut reply = match self
                     .shard
                     .mesh
                     .call(ShardId::NODE, Req::RegisterClient { shard: self.shard.id, req })
@@ -113,10 +144,34 @@ impl Conn {
                 };
                 let ok = reply.success;
                 if ok {
-                    self.client = Some((id, kind));
+                    self.registered = Some((id, kind));
+                    reply.num_shards = self.shard.n as u16;
+                    reply.shard_sockets = (0..self.shard.n)
+                        .map(|i| super::listener::shard_socket_path(&self.shard.cfg, i).display().to_string())
+                        .collect();
                 }
-                let _ = tx.send(send(&LocalMessage::RegisterReply(reply))).await;
+                tx.send(LocalOut::frame(codec::encode(&LocalMessage::RegisterReply(reply)))).await;
                 Ok(ok)
+            }
+            LocalMessage::Attach { worker_id } => {
+                if self.kind != SocketKind::Shard || self.registered.is_some() {
+                    return Err((ErrorKind::LocalBadFrame, "Attach is only valid first on a per-shard socket".into()));
+                }
+                let known = matches!(
+                    self.shard.mesh.call(ShardId::NODE, Req::IsClient(worker_id)).await,
+                    Ok(Rep::IsClient(true))
+                );
+                let reply = LocalMessage::AttachReply {
+                    success: known,
+                    failure_reason: if known { String::new() } else { format!("worker {worker_id} is not registered") },
+                    shard: self.shard.id.0,
+                };
+                tx.send(LocalOut::frame(codec::encode(&reply))).await;
+                if known {
+                    // Attached connections do not own the client's registration.
+                    self.registered = Some((worker_id, ClientKind::Worker));
+                }
+                Ok(known)
             }
             LocalMessage::AnnounceWorkerPort { port } => {
                 let (id, kind) = self.registered()?;
@@ -129,41 +184,78 @@ impl Conn {
                         Ok(()) => (true, String::new()),
                         Err(e) => (false, e.clone()),
                     };
-                    let _ = tx.send(send(&LocalMessage::AnnounceWorkerPortReply { success, failure_reason })).await;
+                    let m = LocalMessage::AnnounceWorkerPortReply { success, failure_reason };
+                    tx.send(LocalOut::frame(codec::encode(&m))).await;
                 }
                 verdict.map(|_| true).map_err(|e| (ErrorKind::LocalBadFrame, e))
             }
             LocalMessage::Disconnect { kind, detail } => {
                 self.cleanup(&format!("disconnect ({kind:?}): {detail}")).await;
                 let (done_tx, done_rx) = futures_channel::oneshot::channel();
-                let mut f = send(&LocalMessage::DisconnectReply);
+                let mut f = LocalOut::frame(codec::encode(&LocalMessage::DisconnectReply));
                 f.done = Some(done_tx);
-                if tx.send(f).await.is_ok() {
+                if tx.send(f).await {
                     let _ = done_rx.await;
                 }
                 Ok(false)
             }
+            m @ (LocalMessage::Create { .. }
+            | LocalMessage::Seal { .. }
+            | LocalMessage::Abort { .. }
+            | LocalMessage::Release { .. }
+            | LocalMessage::Delete { .. }
+            | LocalMessage::Contains { .. }
+            | LocalMessage::Get { .. }
+            | LocalMessage::Wait { .. }) => {
+                self.registered()?;
+                self.store_op(m, tx).await?;
+                Ok(true)
+            }
             LocalMessage::RegisterReply(_)
             | LocalMessage::AnnounceWorkerPortReply { .. }
-            | LocalMessage::DisconnectReply => {
+            | LocalMessage::DisconnectReply
+            | LocalMessage::AttachReply { .. }
+            | LocalMessage::CreateReply { .. }
+            | LocalMessage::SealReply { .. }
+            | LocalMessage::AbortReply { .. }
+            | LocalMessage::DeleteReply { .. }
+            | LocalMessage::ContainsReply { .. }
+            | LocalMessage::GetReply { .. }
+            | LocalMessage::WaitReply { .. } => {
                 Err((ErrorKind::LocalBadFrame, "a client sent a reply-only message".into()))
             }
         }
     }
 
     fn registered(&self) -> Result<(WorkerId, ClientKind), Failure> {
-        self.client.ok_or_else(|| (ErrorKind::LocalBadFrame, "message before registration".into()))
+        self.registered.ok_or_else(|| (ErrorKind::LocalBadFrame, "message before registration".into()))
     }
 
-    /// Releases what the client held; idempotent.
+    /// Releases what the client held on every shard it touched; idempotent.
     async fn cleanup(&mut self, detail: &str) {
-        if let Some((id, _)) = self.client.take() {
-            let _ = self
-                .shard
-                .mesh
-                .tell(ShardId::NODE, Req::ClientGone { worker_id: id, detail: detail.to_string() })
-                .await;
+        for s in std::mem::take(&mut self.touched) {
+            if s == self.shard.id {
+                if let Some(store) = crate::services::objects::local_store(&self.shard) {
+                    store.client_gone(&self.shard, self.client);
+                }
+            } else {
+                let _ = self
+                    .shard
+                    .mesh
+                    .tell(s, Req::Obj(crate::services::objects::msg::ObjReq::ClientGone(self.client)))
+                    .await;
+            }
         }
+        if self.kind == SocketKind::Main {
+            if let Some((id, _)) = self.registered.take() {
+                let _ = self
+                    .shard
+                    .mesh
+                    .tell(ShardId::NODE, Req::ClientGone { worker_id: id, detail: detail.to_string() })
+                    .await;
+            }
+        }
+        self.registered = None;
     }
 }
 

@@ -10,3 +10,40 @@ pub fn stream_from_fd(fd: RawFd) -> UnixStream {
     // `into_raw_fd`; no other owner exists, so the stream may take ownership and close it.
     unsafe { UnixStream::from_raw_fd(fd) }
 }
+
+/// Sends `bytes` on the socket `sock` with `fd` attached as `SCM_RIGHTS` ancillary data,
+/// without blocking. Returns how many bytes went out (the descriptor travels with the
+/// first byte); `WouldBlock` if the socket buffer is full.
+pub fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(bytes)];
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(std::io::Error::from)
+}
+
+/// Reads up to `buf.len()` bytes from the blocking socket `sock`, collecting any
+/// descriptors passed alongside. Returns (bytes read, descriptors).
+pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = loop {
+        match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(std::io::Error::from)?,
+        }
+    };
+    let mut fds = Vec::new();
+    for c in msg.cmsgs() {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            for fd in raw {
+                // SAFETY: the kernel just installed `fd` in this process for us (SCM_RIGHTS);
+                // nothing else refers to it, so the OwnedFd is its only owner.
+                fds.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}

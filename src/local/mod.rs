@@ -8,3 +8,6 @@ pub mod codec;
 pub mod conn;
 pub mod fdpass;
 pub mod listener;
+pub mod msg;
+pub mod store_ops;
+pub mod writer;

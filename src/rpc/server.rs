@@ -30,7 +30,7 @@ pub trait TrailerSink {
 }
 
 /// Accepts a request that carries a trailer: returns where to put it, or refuses.
-pub type TrailerFn = Rc<dyn Fn(&FrameHeader, Vec<u8>) -> Result<Box<dyn TrailerSink>, Status>>;
+pub type TrailerFn = Rc<dyn Fn(FrameHeader, Vec<u8>) -> BoxedLocal<Result<Box<dyn TrailerSink>, Status>>>;
 
 /// The services one listener serves.
 #[derive(Default, Clone)]
@@ -86,6 +86,8 @@ pub struct ServerConfig {
     pub shard: usize,
     /// Counters.
     pub metrics: Metrics,
+    /// Task queue connections run in (bulk transfer runs below latency-sensitive work).
+    pub task_queue: Option<glommio::TaskQueueHandle>,
 }
 
 /// Accepts connections on `listener` until the task is dropped.
@@ -93,7 +95,17 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, cfg: Rc<ServerConf
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(serve_connection(stream, router.clone(), cfg.clone())).detach();
+                let conn = serve_connection(stream, router.clone(), cfg.clone());
+                match cfg.task_queue {
+                    Some(tq) => match glommio::spawn_local_into(conn, tq) {
+                        Ok(t) => t.detach(),
+                        Err(e) => {
+                            tracing::error!(label = cfg.label, "cannot spawn a connection task: {e}");
+                            continue;
+                        }
+                    },
+                    None => glommio::spawn_local(conn).detach(),
+                };
             }
             Err(e) => {
                 tracing::warn!(label = cfg.label, shard = cfg.shard, "accept failed: {e}");
@@ -210,7 +222,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
         let permit = slots.acquire_static_permit(1).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
         let fut: BoxedLocal<Result<Vec<u8>, Status>> = if header.trailer_len > 0 {
             match router.trailers.get(&(header.service, header.method)) {
-                Some(accept) => match accept(&header, payload) {
+                Some(accept) => match accept(header, payload).await {
                     Ok(mut sink) => {
                         reader.read_into(sink.buf()).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
                         sink.finish()

@@ -42,6 +42,8 @@ impl ClientTable {
             node_id: self.node_id,
             port: 0,
             shard: conn_shard.0,
+            num_shards: 0,
+            shard_sockets: Vec::new(),
         };
         if req.worker_id.is_nil() {
             return refuse("worker id must not be nil".into());
@@ -68,6 +70,8 @@ impl ClientTable {
             node_id: self.node_id,
             port: 0,
             shard: conn_shard.0,
+            num_shards: 0,
+            shard_sockets: Vec::new(),
         }
     }
 
@@ -92,6 +96,11 @@ impl ClientTable {
             tracing::debug!(worker = %id, "client disconnected: {detail}");
         }
         rec
+    }
+
+    /// Whether `id` is registered.
+    pub fn is_registered(&self, id: &WorkerId) -> bool {
+        self.clients.borrow().contains_key(id)
     }
 
     /// Counts of (workers, drivers).

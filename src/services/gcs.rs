@@ -29,6 +29,8 @@ pub struct GcsServer {
     waiters: RefCell<Vec<oneshot::Sender<()>>>,
     /// The GCS's own id (CheckAlive).
     pub gcs_id: NodeId,
+    /// The object directory.
+    pub objects: Rc<super::gcs_objects::ObjectDirectoryServer>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -46,6 +48,7 @@ impl GcsServer {
             resources: RefCell::new(HashMap::new()),
             waiters: RefCell::new(Vec::new()),
             gcs_id,
+            objects: Rc::default(),
         })
     }
 
@@ -83,6 +86,7 @@ impl GcsServer {
             i.death_reason = reason;
         });
         self.resources.borrow_mut().remove(id);
+        self.objects.node_dead(*id);
     }
 
     /// Updates a node's resource view (from a RequestResourceReport pull).

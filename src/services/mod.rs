@@ -2,6 +2,7 @@
 //!
 //! - [`node`]: shard 0's node-wide services (GCS, session, clients, acceptor, metrics).
 //! - [`gcs`]: the embedded GCS (head only).
+//! - [`gcs_objects`]: its object directory.
 //! - [`session`]: this node's registration, heartbeats and peer directory.
 //! - [`clients`]: registered workers and drivers.
 //! - [`node_rpc`]: the NodeManagerService handler.
@@ -12,6 +13,7 @@
 
 pub mod clients;
 pub mod gcs;
+pub mod gcs_objects;
 pub mod node;
 pub mod node_rpc;
 pub mod node_stats;

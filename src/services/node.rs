@@ -5,7 +5,7 @@
 
 use super::clients::ClientTable;
 use super::gcs::GcsServer;
-use super::session::GcsSession;
+use super::session::{GcsSession, PeerChange};
 use crate::ids::NodeId;
 use crate::local::codec::Register;
 use crate::shard::msg::Req;
@@ -66,6 +66,7 @@ impl NodeServices {
                 max_in_flight: 4096,
                 shard: 0,
                 metrics: shard.metrics.clone(),
+                task_queue: None,
             });
             shard.keep(glommio::spawn_local(crate::rpc::server::serve(listener, router, server)).detach());
         }
@@ -116,7 +117,7 @@ impl NodeServices {
         };
         let system_config = session.register(info).await?;
         *self.session.borrow_mut() = Some(session);
-        for r in shard.mesh.call_all(|_| Req::Config(system_config.clone())).await {
+        for r in shard.mesh.call_all(|_| Req::Config(system_config.clone(), gcs_addr)).await {
             r.map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -165,10 +166,13 @@ impl NodeServices {
             let period = shard.cfg.heartbeat_period;
             shard.keep(glommio::spawn_local(session.clone().heartbeat_loop(shard.clone(), period)).detach());
             let sched = Rc::downgrade(&self.sched);
-            let on_change = move |c| {
-                if let Some(s) = sched.upgrade() {
-                    s.peer_changed(c);
+            let (s, sess) = (shard.clone(), session.clone());
+            let on_change = move |change: PeerChange| {
+                if let Some(sched) = sched.upgrade() {
+                    sched.peer_changed(change.clone());
                 }
+                let (s, sess) = (s.clone(), sess.clone());
+                glommio::spawn_local(async move { broadcast_peers(&s, &sess, change).await }).detach();
             };
             shard.keep(glommio::spawn_local(session.watch_nodes(shard.clone(), on_change)).detach());
         }
@@ -183,6 +187,26 @@ impl NodeServices {
             s.unregister(shard.node_id, reason).await;
         }
         let _ = std::fs::remove_file(shard.cfg.socket_path());
+    }
+
+    /// Node manager addresses of every alive node, this one included.
+    pub fn peer_node_managers(&self, shard: &Shard) -> Vec<(NodeId, SocketAddr)> {
+        let mut out: Vec<(NodeId, SocketAddr)> = self
+            .session()
+            .map(|s| {
+                s.peers()
+                    .into_iter()
+                    .filter(|(_, p)| p.alive)
+                    .filter_map(|(id, p)| Some((id, p.node_manager_addr()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !out.iter().any(|(id, _)| *id == shard.node_id) {
+            if let Some(p) = shard.ports.get() {
+                out.push((shard.node_id, SocketAddr::new(shard.cfg.node_ip, p.node_manager_port)));
+            }
+        }
+        out
     }
 
     /// Whether a worker's startup token is one this node's pool issued and still waits
@@ -228,6 +252,24 @@ impl NodeServices {
     /// The node's GetNodeStats: gathers every shard.
     pub async fn node_stats(&self, shard: &Rc<Shard>) -> GetNodeStatsReply {
         super::node_stats::gather(self, shard).await
+    }
+}
+
+/// Tells every shard the current object manager addresses of alive peers, and of a death.
+async fn broadcast_peers(shard: &Rc<Shard>, session: &GcsSession, change: PeerChange) {
+    use crate::services::objects::msg::ObjReq;
+    let peers: Vec<(NodeId, SocketAddr)> = session
+        .peers()
+        .into_iter()
+        .filter(|(id, p)| p.alive && *id != shard.node_id)
+        .filter_map(|(id, p)| Some((id, p.object_manager_addr()?)))
+        .collect();
+    for i in 0..shard.n {
+        let to = crate::ids::ShardId(i as u16);
+        let _ = shard.mesh.tell(to, Req::Obj(ObjReq::Peers(peers.clone()))).await;
+        if let PeerChange::Died(node) = &change {
+            let _ = shard.mesh.tell(to, Req::Obj(ObjReq::NodeDead(*node))).await;
+        }
     }
 }
 

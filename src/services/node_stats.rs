@@ -59,6 +59,27 @@ pub async fn gather(node: &NodeServices, shard: &Rc<Shard>) -> GetNodeStatsReply
             ..Default::default()
         });
     }
+    let mut parts = Vec::new();
+    for r in shard.mesh.call_all(|_| Req::Obj(crate::services::objects::msg::ObjReq::Stats)).await {
+        if let Ok(Rep::Obj(crate::services::objects::msg::ObjRep::Stats(s))) = r {
+            parts.push(*s);
+        }
+    }
+    reply.store_stats = Some(crate::services::objects::stats::merge(&parts, shard.cfg.object_store_memory));
+    for (i, p) in parts.iter().enumerate() {
+        if let Some(s) = reply.shards.get_mut(i) {
+            s.objects = p.num_objects;
+            s.bytes_allocated = p.held_bytes;
+        }
+    }
+    reply.objects = parts
+        .into_iter()
+        .flat_map(|p| p.objects)
+        .map(|mut o| {
+            o.node_id = shard.node_id.to_vec();
+            o
+        })
+        .collect();
     let (workers, drivers) = node.clients.counts();
     reply.num_workers = workers as u32;
     reply.num_drivers = drivers as u32;

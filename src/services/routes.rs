@@ -29,9 +29,18 @@ pub fn node_manager(shard: &Rc<Shard>) -> Router {
     r
 }
 
-/// The object manager port (ObjectManagerService).
-pub fn object_manager(_shard: &Rc<Shard>) -> Router {
-    Router::default()
+/// The object manager port: ObjectManagerService; Push chunks arrive as frame trailers.
+pub fn object_manager(shard: &Rc<Shard>) -> Router {
+    use crate::services::objects::{chunk_io, om_rpc::ObjectManagerRpc};
+    let mut r = Router::default();
+    service!(r, object_manager_service, ObjectManagerRpc(shard.clone()));
+    let s = shard.clone();
+    r.add_trailer(
+        object_manager_service::SERVICE_ID,
+        object_manager_service::method::PUSH,
+        Rc::new(move |h, payload| chunk_io::accept(s.clone(), u64::from(h.trailer_len), payload)),
+    );
+    r
 }
 
 /// The GCS port (head only).
@@ -42,6 +51,7 @@ pub fn gcs(gcs: &Rc<GcsServer>, pgs: &Rc<super::sched::gcs_pg::GcsPlacementGroup
     service!(r, node_resource_info_gcs_service, gcs.clone());
     service!(r, internal_kv_gcs_service, gcs.clone());
     service!(r, placement_group_info_gcs_service, pgs.clone());
+    service!(r, object_directory_gcs_service, gcs.objects.clone());
     r
 }
 
@@ -61,6 +71,10 @@ pub fn method_name(service: u16, method: u16) -> Option<String> {
         placement_group_info_gcs_service::SERVICE_ID => {
             (placement_group_info_gcs_service::NAME, placement_group_info_gcs_service::method_name)
         }
+        object_directory_gcs_service::SERVICE_ID => {
+            (object_directory_gcs_service::NAME, object_directory_gcs_service::method_name)
+        }
+        object_manager_service::SERVICE_ID => (object_manager_service::NAME, object_manager_service::method_name),
         _ => return None,
     };
     name(method).map(|m| format!("{svc}.{m}"))

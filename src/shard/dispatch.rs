@@ -8,18 +8,21 @@ use std::rc::Rc;
 /// Handles one request from shard `from`. `None` for one-way messages.
 pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
     match req {
-        Req::Start(info) => Some(handle_start(&shard, info)),
+        Req::Start(info, arena) => Some(handle_start(&shard, info, arena)),
         Req::Stop => Some(handle_stop(&shard)),
         Req::Shutdown { reason, code } => {
             shard.trigger_shutdown(reason, code);
             None
         }
         Req::AdoptLocal(fd) => {
-            crate::local::conn::adopt(&shard, fd);
+            crate::local::conn::adopt(&shard, fd, crate::local::conn::SocketKind::Main);
             None
         }
-        Req::Config(json) => {
+        Req::PeerAddrs => Some(Rep::PeerAddrs(shard.node().map(|n| n.peer_node_managers(&shard)).unwrap_or_default())),
+        Req::IsClient(id) => Some(Rep::IsClient(shard.node().is_some_and(|n| n.clients.is_registered(&id)))),
+        Req::Config(json, gcs) => {
             *shard.system_config.borrow_mut() = json;
+            shard.gcs_address.set(Some(gcs));
             Some(Rep::Ack)
         }
         Req::Stats => Some(crate::services::node_stats::shard_stats(&shard)),
@@ -39,7 +42,7 @@ pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
             Some(node) => Rep::Sched(node.sched.handle(r).await),
             None => Rep::Ack,
         }),
-        Req::Obj(r) => match r {},
+        Req::Obj(r) => crate::services::objects::handle::handle(shard, r).await,
         Req::ClientGone { worker_id, detail } => {
             if let Some(node) = shard.node() {
                 node.client_gone(worker_id, &detail);

@@ -19,8 +19,8 @@ pub struct StartInfo {
 /// A request from one shard to another.
 #[derive(Debug)]
 pub enum Req {
-    /// Shard 0 → i: bind your listeners and start your services.
-    Start(StartInfo),
+    /// Shard 0 → i: bind your listeners and start your services over the store's memory.
+    Start(StartInfo, std::sync::Arc<crate::store::arena::Arena>),
     /// Shard 0 → i: stop everything (reverse start order).
     Stop,
     /// Anyone → shard 0: begin a graceful node shutdown with this exit code.
@@ -39,6 +39,8 @@ pub enum Req {
         /// What it sent.
         req: Register,
     },
+    /// Connection shard → shard 0: is this client registered (per-shard attach)?
+    IsClient(crate::ids::WorkerId),
     /// Connection shard → shard 0: a registered client announced its port.
     ClientPort {
         /// Which client.
@@ -53,12 +55,14 @@ pub enum Req {
         /// Graceful or not, and why.
         detail: String,
     },
-    /// Shard 0 → all: the system config JSON from the GCS.
-    Config(String),
+    /// Shard 0 → all: the system config JSON from the GCS, and the GCS address.
+    Config(String, std::net::SocketAddr),
     /// Gather this shard's statistics.
     Stats,
     /// Any shard → shard 0: produce the node's GetNodeStats reply.
     NodeStats,
+    /// Any shard → shard 0: the node manager addresses of every alive node (this one too).
+    PeerAddrs,
     /// The scheduling plane's messages.
     Sched(crate::services::sched::msg::SchedReq),
     /// The object plane's messages.
@@ -74,12 +78,16 @@ pub enum Rep {
     Stopped,
     /// Registration verdict.
     Registered(RegisterReply),
+    /// Whether a client is registered.
+    IsClient(bool),
     /// Port announcement verdict.
     PortAnnounced(Result<(), String>),
     /// One shard's statistics.
     Stats(ShardStats, Vec<WorkerStats>),
     /// The node's statistics.
     NodeStats(Box<GetNodeStatsReply>),
+    /// Node manager addresses of alive nodes.
+    PeerAddrs(Vec<(crate::ids::NodeId, std::net::SocketAddr)>),
     /// Plain acknowledgement.
     Ack,
     /// The scheduling plane's replies.

@@ -13,6 +13,7 @@ use crate::ids::{NodeId, ShardId};
 use crate::metrics::Metrics;
 use crate::rpc::server::ServerConfig;
 use crate::rpc::ClientPool;
+use crate::store::arena::Arena;
 use futures_channel::{mpsc, oneshot};
 use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
@@ -20,6 +21,7 @@ use glommio::net::TcpListener;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What only shard 0 receives from the process: signals and child exits.
@@ -61,6 +63,9 @@ pub struct Shard {
     pub local: crate::local::conn::LocalConns,
     /// Node-wide services (shard 0 only).
     pub node: RefCell<Option<Rc<crate::services::node::NodeServices>>>,
+    /// This shard's object store (after start).
+    pub objects: RefCell<Option<Rc<crate::services::objects::store::ShardStore>>>,
+    bulk: Cell<Option<glommio::TaskQueueHandle>>,
     tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
     shutdown: RefCell<Option<oneshot::Sender<(String, i32)>>>,
 }
@@ -82,6 +87,18 @@ impl Shard {
         self.tasks.borrow_mut().push(t);
     }
 
+    /// Runs `fut` in this shard's bulk task queue (chunk copies, spilling), below the
+    /// latency-sensitive default queue.
+    pub fn spawn_bulk(&self, fut: impl std::future::Future<Output = ()> + 'static) {
+        match self.bulk.get().map(|tq| glommio::spawn_local_into(fut, tq)) {
+            Some(Ok(t)) => {
+                t.detach();
+            }
+            Some(Err(e)) => tracing::error!("cannot spawn bulk work: {e}"),
+            None => tracing::error!("bulk queue used before start"),
+        };
+    }
+
     /// Asks shard 0 to shut the node down gracefully with `code`.
     pub async fn request_shutdown(&self, reason: String, code: i32) {
         let _ = self.mesh.tell(ShardId::NODE, Req::Shutdown { reason, code }).await;
@@ -99,7 +116,10 @@ impl Shard {
         let ip = self.cfg.node_ip;
         let nm = TcpListener::bind(SocketAddr::new(ip, info.node_manager_port))?;
         let om = TcpListener::bind(SocketAddr::new(ip, info.object_manager_port))?;
-        let server = |label| {
+        let bulk =
+            glommio::executor().create_task_queue(glommio::Shares::Static(250), glommio::Latency::NotImportant, "bulk");
+        self.bulk.set(Some(bulk));
+        let server = |label, task_queue| {
             Rc::new(ServerConfig {
                 label,
                 auth_token: self.token.clone(),
@@ -111,17 +131,25 @@ impl Shard {
                 max_in_flight: 1024,
                 shard: self.id.index(),
                 metrics: self.metrics.clone(),
+                task_queue,
             })
         };
         let nm_router = Rc::new(crate::services::routes::node_manager(self));
         let om_router = Rc::new(crate::services::routes::object_manager(self));
-        self.keep(glommio::spawn_local(crate::rpc::server::serve(nm, nm_router, server("node_manager"))).detach());
-        self.keep(glommio::spawn_local(crate::rpc::server::serve(om, om_router, server("object_manager"))).detach());
+        self.keep(
+            glommio::spawn_local(crate::rpc::server::serve(nm, nm_router, server("node_manager", None))).detach(),
+        );
+        self.keep(
+            glommio::spawn_local(crate::rpc::server::serve(om, om_router, server("object_manager", Some(bulk))))
+                .detach(),
+        );
+        crate::local::listener::start_shard_socket(self)?;
         Ok(())
     }
 
     /// Starts the periodic jobs of this shard (the one list of them).
     fn start_periodic(self: &Rc<Self>) {
+        self.keep(glommio::spawn_local(crate::services::objects::transfer::tick(self.clone())).detach());
         if let Some(node) = self.node() {
             node.start_periodic(self);
         }
@@ -185,6 +213,8 @@ pub async fn run_shard(
         gcs_address: Cell::new(None),
         local: crate::local::conn::LocalConns::default(),
         node: RefCell::new(None),
+        objects: RefCell::new(None),
+        bulk: Cell::new(None),
         tasks: RefCell::new(Vec::new()),
         shutdown: RefCell::new(None),
     });
@@ -213,8 +243,9 @@ pub async fn run_shard(
 }
 
 /// Handles `Start` on shards 1..N.
-pub(crate) fn handle_start(shard: &Rc<Shard>, info: StartInfo) -> Rep {
+pub(crate) fn handle_start(shard: &Rc<Shard>, info: StartInfo, arena: Arc<Arena>) -> Rep {
     shard.ports.set(Some(info));
+    *shard.objects.borrow_mut() = Some(crate::services::objects::store::ShardStore::new(shard, arena));
     match shard.start_listeners(info) {
         Ok(()) => {
             shard.start_periodic();
@@ -285,11 +316,13 @@ async fn start_node(shard: &Rc<Shard>) -> Result<usize, (usize, String)> {
             .map_err(|e| (0, format!("object manager port: {e}")))?,
     };
     shard.ports.set(Some(info));
+    let arena = create_arena(shard).await.map_err(|e| (0, e))?;
+    *shard.objects.borrow_mut() = Some(crate::services::objects::store::ShardStore::new(shard, arena.clone()));
     let node = crate::services::node::NodeServices::create(shard).await.map_err(|e| (0, e))?;
     *shard.node.borrow_mut() = Some(node.clone());
     shard.start_listeners(info).map_err(|e| (0, format!("listeners: {e}")))?;
     for i in 1..shard.n {
-        match shard.mesh.call(ShardId(i as u16), Req::Start(info)).await {
+        match shard.mesh.call(ShardId(i as u16), Req::Start(info, arena.clone())).await {
             Ok(Rep::Started(Ok(()))) => {}
             Ok(Rep::Started(Err(e))) => return Err((i - 1, e)),
             Ok(other) => return Err((i - 1, format!("shard {i}: unexpected reply {other:?}"))),
@@ -300,6 +333,48 @@ async fn start_node(shard: &Rc<Shard>) -> Result<usize, (usize, String)> {
     shard.start_periodic();
     node.announce_ready(shard);
     Ok(shard.n - 1)
+}
+
+/// Creates the store's shared memory and prefaults it on every CPU's blocking thread so
+/// no put ever pays a first touch; the cost is logged here, at start-up.
+async fn create_arena(shard: &Rc<Shard>) -> Result<Arc<Arena>, String> {
+    let cfg = &shard.cfg;
+    let arena = Arc::new(Arena::create(&cfg.plasma_directory, cfg.object_store_memory).map_err(|e| e.to_string())?);
+    let started = Instant::now();
+    let parts = crate::config::available_cpus().max(1) as u64;
+    let step = arena.len().div_ceil(parts).div_ceil(2 << 20) * (2 << 20);
+    let jobs: Vec<_> = (0..parts)
+        .map(|i| (i * step, step.min(arena.len().saturating_sub(i * step))))
+        .filter(|(_, len)| *len > 0)
+        .map(|(off, len)| {
+            let a = arena.clone();
+            std::thread::Builder::new().name("prefault".into()).spawn(move || a.prefault(off, len).map(|_| ()))
+        })
+        .collect();
+    let waiter = glommio::executor().spawn_blocking(move || {
+        let mut res = Ok(());
+        for j in jobs {
+            match j
+                .map_err(|e| e.to_string())
+                .and_then(|h| h.join().map_err(|_| "prefault thread panicked".to_string()))
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => res = Err(e.to_string()),
+                Err(e) => res = Err(e),
+            }
+        }
+        res
+    });
+    waiter.await?;
+    let took = started.elapsed();
+    let gbps = arena.len() as f64 / took.as_secs_f64().max(1e-9) / 1e9;
+    tracing::info!(
+        "object store: {} bytes of shared memory in {}, prefaulted in {took:?} ({gbps:.2} GB/s, {:.2} us per 4 KiB page)",
+        arena.len(),
+        cfg.plasma_directory.display(),
+        took.as_secs_f64() * 1e6 / (arena.len() as f64 / 4096.0).max(1.0)
+    );
+    Ok(arena)
 }
 
 /// Stops shards `started..=1` in reverse order, then this shard's own tasks.

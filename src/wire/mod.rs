@@ -6,7 +6,15 @@
 //!   `scripts/gen-schemas.sh` (flatc) from `schemas/local/worker.fbs` and committed.
 
 /// Prost messages and services of `schemas/rpc`.
-#[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub, missing_debug_implementations)]
+#[allow(
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery,
+    clippy::use_self,
+    unreachable_pub,
+    missing_debug_implementations
+)]
 pub mod rpc {
     include!(concat!(env!("OUT_DIR"), "/raylet.rpc.rs"));
 }
@@ -15,6 +23,8 @@ pub mod rpc {
     missing_docs,
     clippy::all,
     clippy::pedantic,
+    clippy::nursery,
+    clippy::use_self,
     unreachable_pub,
     unused_imports,
     dead_code,

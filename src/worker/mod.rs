@@ -4,6 +4,8 @@
 //! Start-up: die with the raylet (parent-death signal), register on the local socket with
 //! the startup token from `RAYLET_STARTUP_TOKEN` (refused → exit 1), bind a TCP listener on
 //! the node's address, announce its port, then serve `WorkerService` until told to exit.
+//! The registered local connection lives on its own thread ([`store`]), which runs the
+//! object-store work of `produce` and `consume`.
 //!
 //! # Server design
 //! A blocking thread per connection over `rpc::frame` (see [`server`]). A leased worker
@@ -15,14 +17,15 @@
 //! lessee that ever held this worker, plus the raylet's), so threads are cheap here; an
 //! executor would add a wake-up per request for no gain.
 //!
-//! Built-in tasks: `noop`, `sleep(ms)`, `stats` (counters), and — with the object store
-//! client — `produce(bytes, seed)` and `consume(object_id)`.
+//! Built-in tasks: `noop`, `sleep(ms)`, `stats` (counters), `produce(bytes, seed)` (a new
+//! object with `client::tasks::fill` content; returns its id) and `consume(object_id)`
+//! (gets it, pulling from another node if needed; returns its CRC32C and size).
 
 mod server;
+mod store;
 
-use crate::client::LocalClient;
 use crate::process::env;
-use std::net::{IpAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -55,14 +58,8 @@ pub fn run(args: &WorkerArgs) -> i32 {
 
 fn start(args: &WorkerArgs) -> Result<(), String> {
     let auth = std::env::var(env::AUTH_TOKEN).map_err(|_| format!("{} is not set", env::AUTH_TOKEN))?;
-    let mut local = LocalClient::connect(&args.socket)
-        .map_err(|e| format!("cannot connect to the raylet at {}: {e}", args.socket.display()))?;
-    local.register_worker(args.startup_token).map_err(|e| format!("registration refused: {e}"))?;
-    let listener = TcpListener::bind((args.node_ip, 0)).map_err(|e| format!("cannot bind a port: {e}"))?;
-    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    let worker = Arc::new(server::Worker::new(local.worker_id(), auth));
-    local.announce_port(port, false).map_err(|e| format!("cannot announce port {port}: {e}"))?;
-    worker.set_local(local);
+    let (id, listener, jobs) = store::start(args.socket.clone(), args.startup_token, args.node_ip)?;
+    let worker = Arc::new(server::Worker::new(id, auth, jobs));
     for stream in listener.incoming() {
         match stream {
             Ok(s) => {

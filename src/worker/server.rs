@@ -6,12 +6,13 @@
 //! waits for), which sends the worker back to the raylet's idle queue. After a successful
 //! reply has been written the process exits.
 //!
-//! LocalGC: the worker drops what it caches between tasks (nothing survives a task here,
-//! so this only counts) and records the run, which `stats` reports.
+//! LocalGC: the worker drops what it caches between tasks (object views are released as
+//! soon as a task ends, so nothing is cached and this only counts) and records the run,
+//! which `stats` reports.
 
+use super::store::Job;
 use crate::client::wire_io::{accept_hello, read_frame, write_frame};
-use crate::client::LocalClient;
-use crate::ids::WorkerId;
+use crate::ids::{ObjectId, WorkerId};
 use crate::rpc::frame::{FrameHeader, FrameKind, FrameLimits};
 use crate::rpc::Status;
 use crate::wire::rpc::worker_service::{self, WorkerServiceHandler};
@@ -19,7 +20,7 @@ use crate::wire::rpc::*;
 use prost::Message;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 /// Longest `sleep` task accepted.
@@ -35,13 +36,12 @@ pub(super) struct Worker {
     exit_refused: AtomicU64,
     busy: AtomicUsize,
     exiting: AtomicBool,
-    /// The registered local connection (kept open for the worker's life; the store
-    /// operations of `produce`/`consume` use it).
-    local: Mutex<Option<LocalClient>>,
+    /// The store thread's queue (`produce` / `consume`).
+    jobs: Mutex<mpsc::Sender<Job>>,
 }
 
 impl Worker {
-    pub(super) fn new(id: WorkerId, auth: String) -> Self {
+    pub(super) fn new(id: WorkerId, auth: String, jobs: mpsc::Sender<Job>) -> Self {
         Self {
             id,
             auth,
@@ -50,12 +50,16 @@ impl Worker {
             exit_refused: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
             exiting: AtomicBool::new(false),
-            local: Mutex::new(None),
+            jobs: Mutex::new(jobs),
         }
     }
 
-    pub(super) fn set_local(&self, c: LocalClient) {
-        *self.local.lock().unwrap_or_else(|p| p.into_inner()) = Some(c);
+    /// Runs a job on the store thread and waits for its answer.
+    fn store<T>(&self, make: impl FnOnce(mpsc::Sender<Result<T, String>>) -> Job) -> Result<T, Status> {
+        let (tx, rx) = mpsc::channel();
+        let sent = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(make(tx));
+        sent.map_err(|_| Status::unavailable("the worker's raylet connection is gone"))?;
+        rx.recv().map_err(|_| Status::unavailable("the worker's raylet connection is gone"))?.map_err(Status::internal)
     }
 
     /// Serves one connection until it closes or sends garbage.
@@ -111,8 +115,16 @@ impl Worker {
                 Ok(PushTaskReply::default())
             }
             Task::Stats(_) => Ok(PushTaskReply { counters: Some(self.counters()), ..Default::default() }),
-            Task::Produce(_) | Task::Consume(_) => {
-                Err(Status::failed_precondition("this worker has no object store client".to_string()))
+            Task::Produce(t) => {
+                let id = self.store(|reply| Job::Produce { bytes: t.bytes, seed: t.seed, reply })?;
+                Ok(PushTaskReply { object_id: id.to_vec(), ..Default::default() })
+            }
+            Task::Consume(t) => {
+                let id = ObjectId::from_bytes(&t.object_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                let timeout =
+                    if t.timeout_ms == 0 { Duration::from_secs(60) } else { Duration::from_millis(t.timeout_ms) };
+                let (crc32c, size) = self.store(|reply| Job::Consume { id, timeout, reply })?;
+                Ok(PushTaskReply { crc32c, size, ..Default::default() })
             }
         }
     }

@@ -2,4 +2,5 @@
 
 pub mod kv;
 pub mod nodes;
+pub mod objects;
 pub mod pgs;

@@ -1,4 +1,34 @@
 //! The object plane: the shared-memory store, pinning, spilling and transfer.
+//!
+//! - [`store`]: one shard's objects and the client operations on them.
+//! - [`memory`]: arena allocation (shard 0's allocator, per-shard slabs) and pressure.
+//! - [`spilling`]: spill to fused files and restore.
+//! - [`directory`]: reporting local copies to the GCS object directory.
+//! - [`transfer`]: pulls and pushes between nodes.
+//! - [`handle`]: mesh requests of the object plane.
+//! - [`msg`]: those messages.
+//! - [`rpc`]: the object plane's NodeManagerService handlers.
+//! - [`om_rpc`]: ObjectManagerService (Pull, FreeObjects, empty Push).
+//! - [`chunk_io`]: the chunk data path (send from and receive into the arena).
+//! - [`stats`]: store statistics.
 
+pub mod chunk_io;
+pub mod directory;
+pub mod handle;
+pub mod memory;
 pub mod msg;
+pub mod om_rpc;
 pub mod rpc;
+pub mod spilling;
+pub mod stats;
+pub mod store;
+pub mod transfer;
+
+use crate::shard::Shard;
+use std::rc::Rc;
+use store::ShardStore;
+
+/// This shard's store (after start).
+pub fn local_store(shard: &Shard) -> Option<Rc<ShardStore>> {
+    shard.objects.borrow().clone()
+}

@@ -81,7 +81,7 @@ pub mod raylet {
         }
 
         impl flatbuffers::Push for WorkerType {
-            type Output = Self;
+            type Output = WorkerType;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
                 unsafe {
@@ -174,7 +174,7 @@ pub mod raylet {
         }
 
         impl flatbuffers::Push for Language {
-            type Output = Self;
+            type Output = Language;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
                 unsafe {
@@ -206,6 +206,132 @@ pub mod raylet {
         }
 
         impl flatbuffers::SimpleToVerifyInSlice for Language {}
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MIN_STORE_ERROR: i8 = 0;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        pub const ENUM_MAX_STORE_ERROR: i8 = 9;
+        #[deprecated(
+            since = "2.0.0",
+            note = "Use associated constants instead. This will no longer be generated in 2021."
+        )]
+        #[allow(non_camel_case_types)]
+        pub const ENUM_VALUES_STORE_ERROR: [StoreError; 10] = [
+            StoreError::Ok,
+            StoreError::ObjectExists,
+            StoreError::ObjectNonexistent,
+            StoreError::ObjectStoreFull,
+            StoreError::ObjectNotSealed,
+            StoreError::ObjectInUse,
+            StoreError::Unexpected,
+            StoreError::ObjectSealed,
+            StoreError::WrongShard,
+            StoreError::InvalidRequest,
+        ];
+
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[repr(transparent)]
+        pub struct StoreError(pub i8);
+        #[allow(non_upper_case_globals)]
+        impl StoreError {
+            pub const Ok: Self = Self(0);
+            pub const ObjectExists: Self = Self(1);
+            pub const ObjectNonexistent: Self = Self(2);
+            pub const ObjectStoreFull: Self = Self(3);
+            pub const ObjectNotSealed: Self = Self(4);
+            pub const ObjectInUse: Self = Self(5);
+            pub const Unexpected: Self = Self(6);
+            pub const ObjectSealed: Self = Self(7);
+            pub const WrongShard: Self = Self(8);
+            pub const InvalidRequest: Self = Self(9);
+
+            pub const ENUM_MIN: i8 = 0;
+            pub const ENUM_MAX: i8 = 9;
+            pub const ENUM_VALUES: &'static [Self] = &[
+                Self::Ok,
+                Self::ObjectExists,
+                Self::ObjectNonexistent,
+                Self::ObjectStoreFull,
+                Self::ObjectNotSealed,
+                Self::ObjectInUse,
+                Self::Unexpected,
+                Self::ObjectSealed,
+                Self::WrongShard,
+                Self::InvalidRequest,
+            ];
+            /// Returns the variant's name or "" if unknown.
+            pub fn variant_name(self) -> Option<&'static str> {
+                match self {
+                    Self::Ok => Some("Ok"),
+                    Self::ObjectExists => Some("ObjectExists"),
+                    Self::ObjectNonexistent => Some("ObjectNonexistent"),
+                    Self::ObjectStoreFull => Some("ObjectStoreFull"),
+                    Self::ObjectNotSealed => Some("ObjectNotSealed"),
+                    Self::ObjectInUse => Some("ObjectInUse"),
+                    Self::Unexpected => Some("Unexpected"),
+                    Self::ObjectSealed => Some("ObjectSealed"),
+                    Self::WrongShard => Some("WrongShard"),
+                    Self::InvalidRequest => Some("InvalidRequest"),
+                    _ => None,
+                }
+            }
+        }
+        impl core::fmt::Debug for StoreError {
+            fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+                if let Some(name) = self.variant_name() {
+                    f.write_str(name)
+                } else {
+                    f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+                }
+            }
+        }
+        impl<'a> flatbuffers::Follow<'a> for StoreError {
+            type Inner = Self;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                let b = unsafe { flatbuffers::read_scalar_at::<i8>(buf, loc) };
+                Self(b)
+            }
+        }
+
+        impl flatbuffers::Push for StoreError {
+            type Output = StoreError;
+            #[inline]
+            fn push(&self, dst: &mut [u8], _rest: &[u8]) {
+                unsafe {
+                    flatbuffers::emplace_scalar::<i8>(dst, self.0);
+                }
+            }
+        }
+
+        impl flatbuffers::EndianScalar for StoreError {
+            #[inline]
+            fn to_little_endian(self) -> Self {
+                let b = i8::to_le(self.0);
+                Self(b)
+            }
+            #[inline]
+            #[allow(clippy::wrong_self_convention)]
+            fn from_little_endian(self) -> Self {
+                let b = i8::from_le(self.0);
+                Self(b)
+            }
+        }
+
+        impl<'a> flatbuffers::Verifiable for StoreError {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                i8::run_verifier(v, pos)
+            }
+        }
+
+        impl flatbuffers::SimpleToVerifyInSlice for StoreError {}
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
@@ -265,7 +391,7 @@ pub mod raylet {
         }
 
         impl flatbuffers::Push for DisconnectType {
-            type Output = Self;
+            type Output = DisconnectType;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
                 unsafe {
@@ -306,13 +432,13 @@ pub mod raylet {
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
-        pub const ENUM_MAX_MESSAGE: u8 = 6;
+        pub const ENUM_MAX_MESSAGE: u8 = 23;
         #[deprecated(
             since = "2.0.0",
             note = "Use associated constants instead. This will no longer be generated in 2021."
         )]
         #[allow(non_camel_case_types)]
-        pub const ENUM_VALUES_MESSAGE: [Message; 7] = [
+        pub const ENUM_VALUES_MESSAGE: [Message; 24] = [
             Message::NONE,
             Message::RegisterClientRequest,
             Message::RegisterClientReply,
@@ -320,6 +446,23 @@ pub mod raylet {
             Message::AnnounceWorkerPortReply,
             Message::DisconnectClientRequest,
             Message::DisconnectClientReply,
+            Message::AttachRequest,
+            Message::AttachReply,
+            Message::CreateRequest,
+            Message::CreateReply,
+            Message::SealRequest,
+            Message::SealReply,
+            Message::AbortRequest,
+            Message::AbortReply,
+            Message::ReleaseRequest,
+            Message::DeleteRequest,
+            Message::DeleteReply,
+            Message::ContainsRequest,
+            Message::ContainsReply,
+            Message::GetRequest,
+            Message::GetReply,
+            Message::WaitRequest,
+            Message::WaitReply,
         ];
 
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -334,9 +477,26 @@ pub mod raylet {
             pub const AnnounceWorkerPortReply: Self = Self(4);
             pub const DisconnectClientRequest: Self = Self(5);
             pub const DisconnectClientReply: Self = Self(6);
+            pub const AttachRequest: Self = Self(7);
+            pub const AttachReply: Self = Self(8);
+            pub const CreateRequest: Self = Self(9);
+            pub const CreateReply: Self = Self(10);
+            pub const SealRequest: Self = Self(11);
+            pub const SealReply: Self = Self(12);
+            pub const AbortRequest: Self = Self(13);
+            pub const AbortReply: Self = Self(14);
+            pub const ReleaseRequest: Self = Self(15);
+            pub const DeleteRequest: Self = Self(16);
+            pub const DeleteReply: Self = Self(17);
+            pub const ContainsRequest: Self = Self(18);
+            pub const ContainsReply: Self = Self(19);
+            pub const GetRequest: Self = Self(20);
+            pub const GetReply: Self = Self(21);
+            pub const WaitRequest: Self = Self(22);
+            pub const WaitReply: Self = Self(23);
 
             pub const ENUM_MIN: u8 = 0;
-            pub const ENUM_MAX: u8 = 6;
+            pub const ENUM_MAX: u8 = 23;
             pub const ENUM_VALUES: &'static [Self] = &[
                 Self::NONE,
                 Self::RegisterClientRequest,
@@ -345,6 +505,23 @@ pub mod raylet {
                 Self::AnnounceWorkerPortReply,
                 Self::DisconnectClientRequest,
                 Self::DisconnectClientReply,
+                Self::AttachRequest,
+                Self::AttachReply,
+                Self::CreateRequest,
+                Self::CreateReply,
+                Self::SealRequest,
+                Self::SealReply,
+                Self::AbortRequest,
+                Self::AbortReply,
+                Self::ReleaseRequest,
+                Self::DeleteRequest,
+                Self::DeleteReply,
+                Self::ContainsRequest,
+                Self::ContainsReply,
+                Self::GetRequest,
+                Self::GetReply,
+                Self::WaitRequest,
+                Self::WaitReply,
             ];
             /// Returns the variant's name or "" if unknown.
             pub fn variant_name(self) -> Option<&'static str> {
@@ -356,6 +533,23 @@ pub mod raylet {
                     Self::AnnounceWorkerPortReply => Some("AnnounceWorkerPortReply"),
                     Self::DisconnectClientRequest => Some("DisconnectClientRequest"),
                     Self::DisconnectClientReply => Some("DisconnectClientReply"),
+                    Self::AttachRequest => Some("AttachRequest"),
+                    Self::AttachReply => Some("AttachReply"),
+                    Self::CreateRequest => Some("CreateRequest"),
+                    Self::CreateReply => Some("CreateReply"),
+                    Self::SealRequest => Some("SealRequest"),
+                    Self::SealReply => Some("SealReply"),
+                    Self::AbortRequest => Some("AbortRequest"),
+                    Self::AbortReply => Some("AbortReply"),
+                    Self::ReleaseRequest => Some("ReleaseRequest"),
+                    Self::DeleteRequest => Some("DeleteRequest"),
+                    Self::DeleteReply => Some("DeleteReply"),
+                    Self::ContainsRequest => Some("ContainsRequest"),
+                    Self::ContainsReply => Some("ContainsReply"),
+                    Self::GetRequest => Some("GetRequest"),
+                    Self::GetReply => Some("GetReply"),
+                    Self::WaitRequest => Some("WaitRequest"),
+                    Self::WaitReply => Some("WaitReply"),
                     _ => None,
                 }
             }
@@ -379,7 +573,7 @@ pub mod raylet {
         }
 
         impl flatbuffers::Push for Message {
-            type Output = Self;
+            type Output = Message;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
                 unsafe {
@@ -431,10 +625,10 @@ pub mod raylet {
         impl flatbuffers::SimpleToVerifyInSlice for NodeId {}
         impl flatbuffers::SafeSliceAccess for NodeId {}
         impl<'a> flatbuffers::Follow<'a> for NodeId {
-            type Inner = &'a Self;
+            type Inner = &'a NodeId;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                <&'a Self>::follow(buf, loc)
+                <&'a NodeId>::follow(buf, loc)
             }
         }
         impl<'a> flatbuffers::Follow<'a> for &'a NodeId {
@@ -445,10 +639,10 @@ pub mod raylet {
             }
         }
         impl<'b> flatbuffers::Push for NodeId {
-            type Output = Self;
+            type Output = NodeId;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
-                let src = unsafe { ::core::slice::from_raw_parts(self as *const Self as *const u8, Self::size()) };
+                let src = unsafe { ::core::slice::from_raw_parts(self as *const NodeId as *const u8, Self::size()) };
                 dst.copy_from_slice(src);
             }
         }
@@ -505,10 +699,10 @@ pub mod raylet {
         impl flatbuffers::SimpleToVerifyInSlice for WorkerId {}
         impl flatbuffers::SafeSliceAccess for WorkerId {}
         impl<'a> flatbuffers::Follow<'a> for WorkerId {
-            type Inner = &'a Self;
+            type Inner = &'a WorkerId;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                <&'a Self>::follow(buf, loc)
+                <&'a WorkerId>::follow(buf, loc)
             }
         }
         impl<'a> flatbuffers::Follow<'a> for &'a WorkerId {
@@ -519,10 +713,10 @@ pub mod raylet {
             }
         }
         impl<'b> flatbuffers::Push for WorkerId {
-            type Output = Self;
+            type Output = WorkerId;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
-                let src = unsafe { ::core::slice::from_raw_parts(self as *const Self as *const u8, Self::size()) };
+                let src = unsafe { ::core::slice::from_raw_parts(self as *const WorkerId as *const u8, Self::size()) };
                 dst.copy_from_slice(src);
             }
         }
@@ -579,10 +773,10 @@ pub mod raylet {
         impl flatbuffers::SimpleToVerifyInSlice for JobId {}
         impl flatbuffers::SafeSliceAccess for JobId {}
         impl<'a> flatbuffers::Follow<'a> for JobId {
-            type Inner = &'a Self;
+            type Inner = &'a JobId;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
-                <&'a Self>::follow(buf, loc)
+                <&'a JobId>::follow(buf, loc)
             }
         }
         impl<'a> flatbuffers::Follow<'a> for &'a JobId {
@@ -593,10 +787,10 @@ pub mod raylet {
             }
         }
         impl<'b> flatbuffers::Push for JobId {
-            type Output = Self;
+            type Output = JobId;
             #[inline]
             fn push(&self, dst: &mut [u8], _rest: &[u8]) {
-                let src = unsafe { ::core::slice::from_raw_parts(self as *const Self as *const u8, Self::size()) };
+                let src = unsafe { ::core::slice::from_raw_parts(self as *const JobId as *const u8, Self::size()) };
                 dst.copy_from_slice(src);
             }
         }
@@ -635,6 +829,296 @@ pub mod raylet {
             }
         }
 
+        // struct ObjectId, aligned to 1
+        #[repr(transparent)]
+        #[derive(Clone, Copy, PartialEq)]
+        pub struct ObjectId(pub [u8; 28]);
+        impl Default for ObjectId {
+            fn default() -> Self {
+                Self([0; 28])
+            }
+        }
+        impl core::fmt::Debug for ObjectId {
+            fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+                f.debug_struct("ObjectId").field("b", &self.b()).finish()
+            }
+        }
+
+        impl flatbuffers::SimpleToVerifyInSlice for ObjectId {}
+        impl flatbuffers::SafeSliceAccess for ObjectId {}
+        impl<'a> flatbuffers::Follow<'a> for ObjectId {
+            type Inner = &'a ObjectId;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                <&'a ObjectId>::follow(buf, loc)
+            }
+        }
+        impl<'a> flatbuffers::Follow<'a> for &'a ObjectId {
+            type Inner = &'a ObjectId;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                flatbuffers::follow_cast_ref::<ObjectId>(buf, loc)
+            }
+        }
+        impl<'b> flatbuffers::Push for ObjectId {
+            type Output = ObjectId;
+            #[inline]
+            fn push(&self, dst: &mut [u8], _rest: &[u8]) {
+                let src = unsafe { ::core::slice::from_raw_parts(self as *const ObjectId as *const u8, Self::size()) };
+                dst.copy_from_slice(src);
+            }
+        }
+        impl<'b> flatbuffers::Push for &'b ObjectId {
+            type Output = ObjectId;
+
+            #[inline]
+            fn push(&self, dst: &mut [u8], _rest: &[u8]) {
+                let src = unsafe { ::core::slice::from_raw_parts(*self as *const ObjectId as *const u8, Self::size()) };
+                dst.copy_from_slice(src);
+            }
+        }
+
+        impl<'a> flatbuffers::Verifiable for ObjectId {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.in_buffer::<Self>(pos)
+            }
+        }
+
+        impl<'a> ObjectId {
+            #[allow(clippy::too_many_arguments)]
+            pub fn new(b: &[u8; 28]) -> Self {
+                let mut s = Self([0; 28]);
+                s.set_b(b);
+                s
+            }
+
+            pub fn b(&'a self) -> flatbuffers::Array<'a, u8, 28> {
+                flatbuffers::Array::follow(&self.0, 0)
+            }
+
+            pub fn set_b(&mut self, items: &[u8; 28]) {
+                flatbuffers::emplace_scalar_array(&mut self.0, 0, items);
+            }
+        }
+
+        // struct ObjectSpec, aligned to 8
+        #[repr(transparent)]
+        #[derive(Clone, Copy, PartialEq)]
+        pub struct ObjectSpec(pub [u8; 64]);
+        impl Default for ObjectSpec {
+            fn default() -> Self {
+                Self([0; 64])
+            }
+        }
+        impl core::fmt::Debug for ObjectSpec {
+            fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+                f.debug_struct("ObjectSpec")
+                    .field("object_id", &self.object_id())
+                    .field("found", &self.found())
+                    .field("segment", &self.segment())
+                    .field("offset", &self.offset())
+                    .field("data_size", &self.data_size())
+                    .field("metadata_size", &self.metadata_size())
+                    .finish()
+            }
+        }
+
+        impl flatbuffers::SimpleToVerifyInSlice for ObjectSpec {}
+        impl flatbuffers::SafeSliceAccess for ObjectSpec {}
+        impl<'a> flatbuffers::Follow<'a> for ObjectSpec {
+            type Inner = &'a ObjectSpec;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                <&'a ObjectSpec>::follow(buf, loc)
+            }
+        }
+        impl<'a> flatbuffers::Follow<'a> for &'a ObjectSpec {
+            type Inner = &'a ObjectSpec;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                flatbuffers::follow_cast_ref::<ObjectSpec>(buf, loc)
+            }
+        }
+        impl<'b> flatbuffers::Push for ObjectSpec {
+            type Output = ObjectSpec;
+            #[inline]
+            fn push(&self, dst: &mut [u8], _rest: &[u8]) {
+                let src =
+                    unsafe { ::core::slice::from_raw_parts(self as *const ObjectSpec as *const u8, Self::size()) };
+                dst.copy_from_slice(src);
+            }
+        }
+        impl<'b> flatbuffers::Push for &'b ObjectSpec {
+            type Output = ObjectSpec;
+
+            #[inline]
+            fn push(&self, dst: &mut [u8], _rest: &[u8]) {
+                let src =
+                    unsafe { ::core::slice::from_raw_parts(*self as *const ObjectSpec as *const u8, Self::size()) };
+                dst.copy_from_slice(src);
+            }
+        }
+
+        impl<'a> flatbuffers::Verifiable for ObjectSpec {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.in_buffer::<Self>(pos)
+            }
+        }
+
+        impl<'a> ObjectSpec {
+            #[allow(clippy::too_many_arguments)]
+            pub fn new(
+                object_id: &ObjectId,
+                found: bool,
+                segment: u32,
+                offset: u64,
+                data_size: u64,
+                metadata_size: u64,
+            ) -> Self {
+                let mut s = Self([0; 64]);
+                s.set_object_id(object_id);
+                s.set_found(found);
+                s.set_segment(segment);
+                s.set_offset(offset);
+                s.set_data_size(data_size);
+                s.set_metadata_size(metadata_size);
+                s
+            }
+
+            pub fn object_id(&self) -> &ObjectId {
+                unsafe { &*(self.0[0..].as_ptr() as *const ObjectId) }
+            }
+
+            #[allow(clippy::identity_op)]
+            pub fn set_object_id(&mut self, x: &ObjectId) {
+                self.0[0..0 + 28].copy_from_slice(&x.0)
+            }
+
+            pub fn found(&self) -> bool {
+                let mut mem = core::mem::MaybeUninit::<bool>::uninit();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        self.0[28..].as_ptr(),
+                        mem.as_mut_ptr() as *mut u8,
+                        core::mem::size_of::<bool>(),
+                    );
+                    mem.assume_init()
+                }
+                .from_little_endian()
+            }
+
+            pub fn set_found(&mut self, x: bool) {
+                let x_le = x.to_little_endian();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        &x_le as *const bool as *const u8,
+                        self.0[28..].as_mut_ptr(),
+                        core::mem::size_of::<bool>(),
+                    );
+                }
+            }
+
+            pub fn segment(&self) -> u32 {
+                let mut mem = core::mem::MaybeUninit::<u32>::uninit();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        self.0[32..].as_ptr(),
+                        mem.as_mut_ptr() as *mut u8,
+                        core::mem::size_of::<u32>(),
+                    );
+                    mem.assume_init()
+                }
+                .from_little_endian()
+            }
+
+            pub fn set_segment(&mut self, x: u32) {
+                let x_le = x.to_little_endian();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        &x_le as *const u32 as *const u8,
+                        self.0[32..].as_mut_ptr(),
+                        core::mem::size_of::<u32>(),
+                    );
+                }
+            }
+
+            pub fn offset(&self) -> u64 {
+                let mut mem = core::mem::MaybeUninit::<u64>::uninit();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        self.0[40..].as_ptr(),
+                        mem.as_mut_ptr() as *mut u8,
+                        core::mem::size_of::<u64>(),
+                    );
+                    mem.assume_init()
+                }
+                .from_little_endian()
+            }
+
+            pub fn set_offset(&mut self, x: u64) {
+                let x_le = x.to_little_endian();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        &x_le as *const u64 as *const u8,
+                        self.0[40..].as_mut_ptr(),
+                        core::mem::size_of::<u64>(),
+                    );
+                }
+            }
+
+            pub fn data_size(&self) -> u64 {
+                let mut mem = core::mem::MaybeUninit::<u64>::uninit();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        self.0[48..].as_ptr(),
+                        mem.as_mut_ptr() as *mut u8,
+                        core::mem::size_of::<u64>(),
+                    );
+                    mem.assume_init()
+                }
+                .from_little_endian()
+            }
+
+            pub fn set_data_size(&mut self, x: u64) {
+                let x_le = x.to_little_endian();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        &x_le as *const u64 as *const u8,
+                        self.0[48..].as_mut_ptr(),
+                        core::mem::size_of::<u64>(),
+                    );
+                }
+            }
+
+            pub fn metadata_size(&self) -> u64 {
+                let mut mem = core::mem::MaybeUninit::<u64>::uninit();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        self.0[56..].as_ptr(),
+                        mem.as_mut_ptr() as *mut u8,
+                        core::mem::size_of::<u64>(),
+                    );
+                    mem.assume_init()
+                }
+                .from_little_endian()
+            }
+
+            pub fn set_metadata_size(&mut self, x: u64) {
+                let x_le = x.to_little_endian();
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        &x_le as *const u64 as *const u8,
+                        self.0[56..].as_mut_ptr(),
+                        core::mem::size_of::<u64>(),
+                    );
+                }
+            }
+        }
+
         pub enum RegisterClientRequestOffset {}
         #[derive(Copy, Clone, PartialEq)]
 
@@ -643,7 +1127,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for RegisterClientRequest<'a> {
-            type Inner = Self;
+            type Inner = RegisterClientRequest<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -794,7 +1278,7 @@ pub mod raylet {
                     .push_slot_always::<flatbuffers::WIPOffset<_>>(RegisterClientRequest::VT_IP_ADDRESS, ip_address);
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RegisterClientRequestBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 RegisterClientRequestBuilder { fbb_: _fbb, start_: start }
             }
@@ -826,7 +1310,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for RegisterClientReply<'a> {
-            type Inner = Self;
+            type Inner = RegisterClientReply<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -839,6 +1323,8 @@ pub mod raylet {
             pub const VT_NODE_ID: flatbuffers::VOffsetT = 8;
             pub const VT_PORT: flatbuffers::VOffsetT = 10;
             pub const VT_SHARD: flatbuffers::VOffsetT = 12;
+            pub const VT_NUM_SHARDS: flatbuffers::VOffsetT = 14;
+            pub const VT_SHARD_SOCKETS: flatbuffers::VOffsetT = 16;
 
             #[inline]
             pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -850,6 +1336,9 @@ pub mod raylet {
                 args: &'args RegisterClientReplyArgs<'args>,
             ) -> flatbuffers::WIPOffset<RegisterClientReply<'bldr>> {
                 let mut builder = RegisterClientReplyBuilder::new(_fbb);
+                if let Some(x) = args.shard_sockets {
+                    builder.add_shard_sockets(x);
+                }
                 builder.add_port(args.port);
                 if let Some(x) = args.node_id {
                     builder.add_node_id(x);
@@ -857,6 +1346,7 @@ pub mod raylet {
                 if let Some(x) = args.failure_reason {
                     builder.add_failure_reason(x);
                 }
+                builder.add_num_shards(args.num_shards);
                 builder.add_shard(args.shard);
                 builder.add_success(args.success);
                 builder.finish()
@@ -882,6 +1372,14 @@ pub mod raylet {
             pub fn shard(&self) -> u16 {
                 self._tab.get::<u16>(RegisterClientReply::VT_SHARD, Some(0)).unwrap()
             }
+            #[inline]
+            pub fn num_shards(&self) -> u16 {
+                self._tab.get::<u16>(RegisterClientReply::VT_NUM_SHARDS, Some(0)).unwrap()
+            }
+            #[inline]
+            pub fn shard_sockets(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+                self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(RegisterClientReply::VT_SHARD_SOCKETS, None)
+            }
         }
 
         impl flatbuffers::Verifiable for RegisterClientReply<'_> {
@@ -889,16 +1387,14 @@ pub mod raylet {
             fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
                 use self::flatbuffers::Verifiable;
                 v.visit_table(pos)?
-                    .visit_field::<bool>("success", Self::VT_SUCCESS, false)?
-                    .visit_field::<flatbuffers::ForwardsUOffset<&str>>(
-                        "failure_reason",
-                        Self::VT_FAILURE_REASON,
-                        false,
-                    )?
-                    .visit_field::<NodeId>("node_id", Self::VT_NODE_ID, false)?
-                    .visit_field::<i32>("port", Self::VT_PORT, false)?
-                    .visit_field::<u16>("shard", Self::VT_SHARD, false)?
-                    .finish();
+     .visit_field::<bool>("success", Self::VT_SUCCESS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<&str>>("failure_reason", Self::VT_FAILURE_REASON, false)?
+     .visit_field::<NodeId>("node_id", Self::VT_NODE_ID, false)?
+     .visit_field::<i32>("port", Self::VT_PORT, false)?
+     .visit_field::<u16>("shard", Self::VT_SHARD, false)?
+     .visit_field::<u16>("num_shards", Self::VT_NUM_SHARDS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("shard_sockets", Self::VT_SHARD_SOCKETS, false)?
+     .finish();
                 Ok(())
             }
         }
@@ -908,11 +1404,22 @@ pub mod raylet {
             pub node_id: Option<&'a NodeId>,
             pub port: i32,
             pub shard: u16,
+            pub num_shards: u16,
+            pub shard_sockets:
+                Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
         }
         impl<'a> Default for RegisterClientReplyArgs<'a> {
             #[inline]
             fn default() -> Self {
-                RegisterClientReplyArgs { success: false, failure_reason: None, node_id: None, port: 0, shard: 0 }
+                RegisterClientReplyArgs {
+                    success: false,
+                    failure_reason: None,
+                    node_id: None,
+                    port: 0,
+                    shard: 0,
+                    num_shards: 0,
+                    shard_sockets: None,
+                }
             }
         }
 
@@ -945,7 +1452,21 @@ pub mod raylet {
                 self.fbb_.push_slot::<u16>(RegisterClientReply::VT_SHARD, shard, 0);
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn add_num_shards(&mut self, num_shards: u16) {
+                self.fbb_.push_slot::<u16>(RegisterClientReply::VT_NUM_SHARDS, num_shards, 0);
+            }
+            #[inline]
+            pub fn add_shard_sockets(
+                &mut self,
+                shard_sockets: flatbuffers::WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<&'b str>>>,
+            ) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(
+                    RegisterClientReply::VT_SHARD_SOCKETS,
+                    shard_sockets,
+                );
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> RegisterClientReplyBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 RegisterClientReplyBuilder { fbb_: _fbb, start_: start }
             }
@@ -964,6 +1485,1762 @@ pub mod raylet {
                 ds.field("node_id", &self.node_id());
                 ds.field("port", &self.port());
                 ds.field("shard", &self.shard());
+                ds.field("num_shards", &self.num_shards());
+                ds.field("shard_sockets", &self.shard_sockets());
+                ds.finish()
+            }
+        }
+        pub enum AttachRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AttachRequest<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for AttachRequest<'a> {
+            type Inner = AttachRequest<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> AttachRequest<'a> {
+            pub const VT_WORKER_ID: flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                AttachRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args AttachRequestArgs<'args>,
+            ) -> flatbuffers::WIPOffset<AttachRequest<'bldr>> {
+                let mut builder = AttachRequestBuilder::new(_fbb);
+                if let Some(x) = args.worker_id {
+                    builder.add_worker_id(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn worker_id(&self) -> Option<&'a WorkerId> {
+                self._tab.get::<WorkerId>(AttachRequest::VT_WORKER_ID, None)
+            }
+        }
+
+        impl flatbuffers::Verifiable for AttachRequest<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?.visit_field::<WorkerId>("worker_id", Self::VT_WORKER_ID, false)?.finish();
+                Ok(())
+            }
+        }
+        pub struct AttachRequestArgs<'a> {
+            pub worker_id: Option<&'a WorkerId>,
+        }
+        impl<'a> Default for AttachRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AttachRequestArgs { worker_id: None }
+            }
+        }
+
+        pub struct AttachRequestBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> AttachRequestBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_worker_id(&mut self, worker_id: &WorkerId) {
+                self.fbb_.push_slot_always::<&WorkerId>(AttachRequest::VT_WORKER_ID, worker_id);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AttachRequestBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                AttachRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<AttachRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for AttachRequest<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("AttachRequest");
+                ds.field("worker_id", &self.worker_id());
+                ds.finish()
+            }
+        }
+        pub enum AttachReplyOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AttachReply<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for AttachReply<'a> {
+            type Inner = AttachReply<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> AttachReply<'a> {
+            pub const VT_SUCCESS: flatbuffers::VOffsetT = 4;
+            pub const VT_FAILURE_REASON: flatbuffers::VOffsetT = 6;
+            pub const VT_SHARD: flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                AttachReply { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args AttachReplyArgs<'args>,
+            ) -> flatbuffers::WIPOffset<AttachReply<'bldr>> {
+                let mut builder = AttachReplyBuilder::new(_fbb);
+                if let Some(x) = args.failure_reason {
+                    builder.add_failure_reason(x);
+                }
+                builder.add_shard(args.shard);
+                builder.add_success(args.success);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn success(&self) -> bool {
+                self._tab.get::<bool>(AttachReply::VT_SUCCESS, Some(false)).unwrap()
+            }
+            #[inline]
+            pub fn failure_reason(&self) -> Option<&'a str> {
+                self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AttachReply::VT_FAILURE_REASON, None)
+            }
+            #[inline]
+            pub fn shard(&self) -> u16 {
+                self._tab.get::<u16>(AttachReply::VT_SHARD, Some(0)).unwrap()
+            }
+        }
+
+        impl flatbuffers::Verifiable for AttachReply<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<bool>("success", Self::VT_SUCCESS, false)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<&str>>(
+                        "failure_reason",
+                        Self::VT_FAILURE_REASON,
+                        false,
+                    )?
+                    .visit_field::<u16>("shard", Self::VT_SHARD, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AttachReplyArgs<'a> {
+            pub success: bool,
+            pub failure_reason: Option<flatbuffers::WIPOffset<&'a str>>,
+            pub shard: u16,
+        }
+        impl<'a> Default for AttachReplyArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AttachReplyArgs { success: false, failure_reason: None, shard: 0 }
+            }
+        }
+
+        pub struct AttachReplyBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> AttachReplyBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_success(&mut self, success: bool) {
+                self.fbb_.push_slot::<bool>(AttachReply::VT_SUCCESS, success, false);
+            }
+            #[inline]
+            pub fn add_failure_reason(&mut self, failure_reason: flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AttachReply::VT_FAILURE_REASON, failure_reason);
+            }
+            #[inline]
+            pub fn add_shard(&mut self, shard: u16) {
+                self.fbb_.push_slot::<u16>(AttachReply::VT_SHARD, shard, 0);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AttachReplyBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                AttachReplyBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<AttachReply<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for AttachReply<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("AttachReply");
+                ds.field("success", &self.success());
+                ds.field("failure_reason", &self.failure_reason());
+                ds.field("shard", &self.shard());
+                ds.finish()
+            }
+        }
+        pub enum CreateRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct CreateRequest<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for CreateRequest<'a> {
+            type Inner = CreateRequest<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> CreateRequest<'a> {
+            pub const VT_OBJECT_ID: flatbuffers::VOffsetT = 4;
+            pub const VT_DATA_SIZE: flatbuffers::VOffsetT = 6;
+            pub const VT_METADATA_SIZE: flatbuffers::VOffsetT = 8;
+            pub const VT_PRIMARY: flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                CreateRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args CreateRequestArgs<'args>,
+            ) -> flatbuffers::WIPOffset<CreateRequest<'bldr>> {
+                let mut builder = CreateRequestBuilder::new(_fbb);
+                builder.add_metadata_size(args.metadata_size);
+                builder.add_data_size(args.data_size);
+                if let Some(x) = args.object_id {
+                    builder.add_object_id(x);
+                }
+                builder.add_primary(args.primary);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn object_id(&self) -> Option<&'a ObjectId> {
+                self._tab.get::<ObjectId>(CreateRequest::VT_OBJECT_ID, None)
+            }
+            #[inline]
+            pub fn data_size(&self) -> u64 {
+                self._tab.get::<u64>(CreateRequest::VT_DATA_SIZE, Some(0)).unwrap()
+            }
+            #[inline]
+            pub fn metadata_size(&self) -> u64 {
+                self._tab.get::<u64>(CreateRequest::VT_METADATA_SIZE, Some(0)).unwrap()
+            }
+            #[inline]
+            pub fn primary(&self) -> bool {
+                self._tab.get::<bool>(CreateRequest::VT_PRIMARY, Some(true)).unwrap()
+            }
+        }
+
+        impl flatbuffers::Verifiable for CreateRequest<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<ObjectId>("object_id", Self::VT_OBJECT_ID, false)?
+                    .visit_field::<u64>("data_size", Self::VT_DATA_SIZE, false)?
+                    .visit_field::<u64>("metadata_size", Self::VT_METADATA_SIZE, false)?
+                    .visit_field::<bool>("primary", Self::VT_PRIMARY, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct CreateRequestArgs<'a> {
+            pub object_id: Option<&'a ObjectId>,
+            pub data_size: u64,
+            pub metadata_size: u64,
+            pub primary: bool,
+        }
+        impl<'a> Default for CreateRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                CreateRequestArgs { object_id: None, data_size: 0, metadata_size: 0, primary: true }
+            }
+        }
+
+        pub struct CreateRequestBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> CreateRequestBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_object_id(&mut self, object_id: &ObjectId) {
+                self.fbb_.push_slot_always::<&ObjectId>(CreateRequest::VT_OBJECT_ID, object_id);
+            }
+            #[inline]
+            pub fn add_data_size(&mut self, data_size: u64) {
+                self.fbb_.push_slot::<u64>(CreateRequest::VT_DATA_SIZE, data_size, 0);
+            }
+            #[inline]
+            pub fn add_metadata_size(&mut self, metadata_size: u64) {
+                self.fbb_.push_slot::<u64>(CreateRequest::VT_METADATA_SIZE, metadata_size, 0);
+            }
+            #[inline]
+            pub fn add_primary(&mut self, primary: bool) {
+                self.fbb_.push_slot::<bool>(CreateRequest::VT_PRIMARY, primary, true);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateRequestBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                CreateRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<CreateRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for CreateRequest<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("CreateRequest");
+                ds.field("object_id", &self.object_id());
+                ds.field("data_size", &self.data_size());
+                ds.field("metadata_size", &self.metadata_size());
+                ds.field("primary", &self.primary());
+                ds.finish()
+            }
+        }
+        pub enum CreateReplyOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct CreateReply<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for CreateReply<'a> {
+            type Inner = CreateReply<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> CreateReply<'a> {
+            pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+            pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+            pub const VT_OBJECT: flatbuffers::VOffsetT = 8;
+            pub const VT_MMAP_SIZE: flatbuffers::VOffsetT = 10;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                CreateReply { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args CreateReplyArgs<'args>,
+            ) -> flatbuffers::WIPOffset<CreateReply<'bldr>> {
+                let mut builder = CreateReplyBuilder::new(_fbb);
+                builder.add_mmap_size(args.mmap_size);
+                if let Some(x) = args.object {
+                    builder.add_object(x);
+                }
+                if let Some(x) = args.message {
+                    builder.add_message(x);
+                }
+                builder.add_error(args.error);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn error(&self) -> StoreError {
+                self._tab.get::<StoreError>(CreateReply::VT_ERROR, Some(StoreError::Ok)).unwrap()
+            }
+            #[inline]
+            pub fn message(&self) -> Option<&'a str> {
+                self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(CreateReply::VT_MESSAGE, None)
+            }
+            #[inline]
+            pub fn object(&self) -> Option<&'a ObjectSpec> {
+                self._tab.get::<ObjectSpec>(CreateReply::VT_OBJECT, None)
+            }
+            #[inline]
+            pub fn mmap_size(&self) -> u64 {
+                self._tab.get::<u64>(CreateReply::VT_MMAP_SIZE, Some(0)).unwrap()
+            }
+        }
+
+        impl flatbuffers::Verifiable for CreateReply<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<StoreError>("error", Self::VT_ERROR, false)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+                    .visit_field::<ObjectSpec>("object", Self::VT_OBJECT, false)?
+                    .visit_field::<u64>("mmap_size", Self::VT_MMAP_SIZE, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct CreateReplyArgs<'a> {
+            pub error: StoreError,
+            pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+            pub object: Option<&'a ObjectSpec>,
+            pub mmap_size: u64,
+        }
+        impl<'a> Default for CreateReplyArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                CreateReplyArgs { error: StoreError::Ok, message: None, object: None, mmap_size: 0 }
+            }
+        }
+
+        pub struct CreateReplyBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> CreateReplyBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_error(&mut self, error: StoreError) {
+                self.fbb_.push_slot::<StoreError>(CreateReply::VT_ERROR, error, StoreError::Ok);
+            }
+            #[inline]
+            pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateReply::VT_MESSAGE, message);
+            }
+            #[inline]
+            pub fn add_object(&mut self, object: &ObjectSpec) {
+                self.fbb_.push_slot_always::<&ObjectSpec>(CreateReply::VT_OBJECT, object);
+            }
+            #[inline]
+            pub fn add_mmap_size(&mut self, mmap_size: u64) {
+                self.fbb_.push_slot::<u64>(CreateReply::VT_MMAP_SIZE, mmap_size, 0);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateReplyBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                CreateReplyBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<CreateReply<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for CreateReply<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("CreateReply");
+                ds.field("error", &self.error());
+                ds.field("message", &self.message());
+                ds.field("object", &self.object());
+                ds.field("mmap_size", &self.mmap_size());
+                ds.finish()
+            }
+        }
+        pub enum SealRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct SealRequest<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for SealRequest<'a> {
+            type Inner = SealRequest<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> SealRequest<'a> {
+            pub const VT_OBJECT_ID: flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                SealRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args SealRequestArgs<'args>,
+            ) -> flatbuffers::WIPOffset<SealRequest<'bldr>> {
+                let mut builder = SealRequestBuilder::new(_fbb);
+                if let Some(x) = args.object_id {
+                    builder.add_object_id(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn object_id(&self) -> Option<&'a ObjectId> {
+                self._tab.get::<ObjectId>(SealRequest::VT_OBJECT_ID, None)
+            }
+        }
+
+        impl flatbuffers::Verifiable for SealRequest<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?.visit_field::<ObjectId>("object_id", Self::VT_OBJECT_ID, false)?.finish();
+                Ok(())
+            }
+        }
+        pub struct SealRequestArgs<'a> {
+            pub object_id: Option<&'a ObjectId>,
+        }
+        impl<'a> Default for SealRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                SealRequestArgs { object_id: None }
+            }
+        }
+
+        pub struct SealRequestBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> SealRequestBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_object_id(&mut self, object_id: &ObjectId) {
+                self.fbb_.push_slot_always::<&ObjectId>(SealRequest::VT_OBJECT_ID, object_id);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SealRequestBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                SealRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<SealRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for SealRequest<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("SealRequest");
+                ds.field("object_id", &self.object_id());
+                ds.finish()
+            }
+        }
+        pub enum SealReplyOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct SealReply<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for SealReply<'a> {
+            type Inner = SealReply<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> SealReply<'a> {
+            pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+            pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                SealReply { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args SealReplyArgs<'args>,
+            ) -> flatbuffers::WIPOffset<SealReply<'bldr>> {
+                let mut builder = SealReplyBuilder::new(_fbb);
+                if let Some(x) = args.message {
+                    builder.add_message(x);
+                }
+                builder.add_error(args.error);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn error(&self) -> StoreError {
+                self._tab.get::<StoreError>(SealReply::VT_ERROR, Some(StoreError::Ok)).unwrap()
+            }
+            #[inline]
+            pub fn message(&self) -> Option<&'a str> {
+                self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(SealReply::VT_MESSAGE, None)
+            }
+        }
+
+        impl flatbuffers::Verifiable for SealReply<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<StoreError>("error", Self::VT_ERROR, false)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct SealReplyArgs<'a> {
+            pub error: StoreError,
+            pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for SealReplyArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                SealReplyArgs { error: StoreError::Ok, message: None }
+            }
+        }
+
+        pub struct SealReplyBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> SealReplyBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_error(&mut self, error: StoreError) {
+                self.fbb_.push_slot::<StoreError>(SealReply::VT_ERROR, error, StoreError::Ok);
+            }
+            #[inline]
+            pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(SealReply::VT_MESSAGE, message);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> SealReplyBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                SealReplyBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<SealReply<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for SealReply<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("SealReply");
+                ds.field("error", &self.error());
+                ds.field("message", &self.message());
+                ds.finish()
+            }
+        }
+        pub enum AbortRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AbortRequest<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for AbortRequest<'a> {
+            type Inner = AbortRequest<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> AbortRequest<'a> {
+            pub const VT_OBJECT_ID: flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                AbortRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args AbortRequestArgs<'args>,
+            ) -> flatbuffers::WIPOffset<AbortRequest<'bldr>> {
+                let mut builder = AbortRequestBuilder::new(_fbb);
+                if let Some(x) = args.object_id {
+                    builder.add_object_id(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn object_id(&self) -> Option<&'a ObjectId> {
+                self._tab.get::<ObjectId>(AbortRequest::VT_OBJECT_ID, None)
+            }
+        }
+
+        impl flatbuffers::Verifiable for AbortRequest<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?.visit_field::<ObjectId>("object_id", Self::VT_OBJECT_ID, false)?.finish();
+                Ok(())
+            }
+        }
+        pub struct AbortRequestArgs<'a> {
+            pub object_id: Option<&'a ObjectId>,
+        }
+        impl<'a> Default for AbortRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AbortRequestArgs { object_id: None }
+            }
+        }
+
+        pub struct AbortRequestBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> AbortRequestBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_object_id(&mut self, object_id: &ObjectId) {
+                self.fbb_.push_slot_always::<&ObjectId>(AbortRequest::VT_OBJECT_ID, object_id);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AbortRequestBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                AbortRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<AbortRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for AbortRequest<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("AbortRequest");
+                ds.field("object_id", &self.object_id());
+                ds.finish()
+            }
+        }
+        pub enum AbortReplyOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct AbortReply<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for AbortReply<'a> {
+            type Inner = AbortReply<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> AbortReply<'a> {
+            pub const VT_ERROR: flatbuffers::VOffsetT = 4;
+            pub const VT_MESSAGE: flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                AbortReply { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args AbortReplyArgs<'args>,
+            ) -> flatbuffers::WIPOffset<AbortReply<'bldr>> {
+                let mut builder = AbortReplyBuilder::new(_fbb);
+                if let Some(x) = args.message {
+                    builder.add_message(x);
+                }
+                builder.add_error(args.error);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn error(&self) -> StoreError {
+                self._tab.get::<StoreError>(AbortReply::VT_ERROR, Some(StoreError::Ok)).unwrap()
+            }
+            #[inline]
+            pub fn message(&self) -> Option<&'a str> {
+                self._tab.get::<flatbuffers::ForwardsUOffset<&str>>(AbortReply::VT_MESSAGE, None)
+            }
+        }
+
+        impl flatbuffers::Verifiable for AbortReply<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<StoreError>("error", Self::VT_ERROR, false)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct AbortReplyArgs<'a> {
+            pub error: StoreError,
+            pub message: Option<flatbuffers::WIPOffset<&'a str>>,
+        }
+        impl<'a> Default for AbortReplyArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                AbortReplyArgs { error: StoreError::Ok, message: None }
+            }
+        }
+
+        pub struct AbortReplyBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> AbortReplyBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_error(&mut self, error: StoreError) {
+                self.fbb_.push_slot::<StoreError>(AbortReply::VT_ERROR, error, StoreError::Ok);
+            }
+            #[inline]
+            pub fn add_message(&mut self, message: flatbuffers::WIPOffset<&'b str>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(AbortReply::VT_MESSAGE, message);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AbortReplyBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                AbortReplyBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<AbortReply<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for AbortReply<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("AbortReply");
+                ds.field("error", &self.error());
+                ds.field("message", &self.message());
+                ds.finish()
+            }
+        }
+        pub enum ReleaseRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ReleaseRequest<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for ReleaseRequest<'a> {
+            type Inner = ReleaseRequest<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> ReleaseRequest<'a> {
+            pub const VT_OBJECT_IDS: flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                ReleaseRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args ReleaseRequestArgs<'args>,
+            ) -> flatbuffers::WIPOffset<ReleaseRequest<'bldr>> {
+                let mut builder = ReleaseRequestBuilder::new(_fbb);
+                if let Some(x) = args.object_ids {
+                    builder.add_object_ids(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn object_ids(&self) -> Option<&'a [ObjectId]> {
+                self._tab
+                    .get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, ObjectId>>>(
+                        ReleaseRequest::VT_OBJECT_IDS,
+                        None,
+                    )
+                    .map(|v| v.safe_slice())
+            }
+        }
+
+        impl flatbuffers::Verifiable for ReleaseRequest<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, ObjectId>>>(
+                        "object_ids",
+                        Self::VT_OBJECT_IDS,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct ReleaseRequestArgs<'a> {
+            pub object_ids: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, ObjectId>>>,
+        }
+        impl<'a> Default for ReleaseRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ReleaseRequestArgs { object_ids: None }
+            }
+        }
+
+        pub struct ReleaseRequestBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> ReleaseRequestBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_object_ids(&mut self, object_ids: flatbuffers::WIPOffset<flatbuffers::Vector<'b, ObjectId>>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(ReleaseRequest::VT_OBJECT_IDS, object_ids);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ReleaseRequestBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                ReleaseRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<ReleaseRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for ReleaseRequest<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("ReleaseRequest");
+                ds.field("object_ids", &self.object_ids());
+                ds.finish()
+            }
+        }
+        pub enum DeleteRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct DeleteRequest<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for DeleteRequest<'a> {
+            type Inner = DeleteRequest<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> DeleteRequest<'a> {
+            pub const VT_OBJECT_IDS: flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                DeleteRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args DeleteRequestArgs<'args>,
+            ) -> flatbuffers::WIPOffset<DeleteRequest<'bldr>> {
+                let mut builder = DeleteRequestBuilder::new(_fbb);
+                if let Some(x) = args.object_ids {
+                    builder.add_object_ids(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn object_ids(&self) -> Option<&'a [ObjectId]> {
+                self._tab
+                    .get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, ObjectId>>>(
+                        DeleteRequest::VT_OBJECT_IDS,
+                        None,
+                    )
+                    .map(|v| v.safe_slice())
+            }
+        }
+
+        impl flatbuffers::Verifiable for DeleteRequest<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, ObjectId>>>(
+                        "object_ids",
+                        Self::VT_OBJECT_IDS,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct DeleteRequestArgs<'a> {
+            pub object_ids: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, ObjectId>>>,
+        }
+        impl<'a> Default for DeleteRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                DeleteRequestArgs { object_ids: None }
+            }
+        }
+
+        pub struct DeleteRequestBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> DeleteRequestBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_object_ids(&mut self, object_ids: flatbuffers::WIPOffset<flatbuffers::Vector<'b, ObjectId>>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteRequest::VT_OBJECT_IDS, object_ids);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteRequestBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                DeleteRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<DeleteRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for DeleteRequest<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("DeleteRequest");
+                ds.field("object_ids", &self.object_ids());
+                ds.finish()
+            }
+        }
+        pub enum DeleteReplyOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct DeleteReply<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for DeleteReply<'a> {
+            type Inner = DeleteReply<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> DeleteReply<'a> {
+            pub const VT_ERRORS: flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                DeleteReply { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args DeleteReplyArgs<'args>,
+            ) -> flatbuffers::WIPOffset<DeleteReply<'bldr>> {
+                let mut builder = DeleteReplyBuilder::new(_fbb);
+                if let Some(x) = args.errors {
+                    builder.add_errors(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn errors(&self) -> Option<flatbuffers::Vector<'a, StoreError>> {
+                self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, StoreError>>>(
+                    DeleteReply::VT_ERRORS,
+                    None,
+                )
+            }
+        }
+
+        impl flatbuffers::Verifiable for DeleteReply<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, StoreError>>>(
+                        "errors",
+                        Self::VT_ERRORS,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct DeleteReplyArgs<'a> {
+            pub errors: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, StoreError>>>,
+        }
+        impl<'a> Default for DeleteReplyArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                DeleteReplyArgs { errors: None }
+            }
+        }
+
+        pub struct DeleteReplyBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> DeleteReplyBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_errors(&mut self, errors: flatbuffers::WIPOffset<flatbuffers::Vector<'b, StoreError>>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteReply::VT_ERRORS, errors);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteReplyBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                DeleteReplyBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<DeleteReply<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for DeleteReply<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("DeleteReply");
+                ds.field("errors", &self.errors());
+                ds.finish()
+            }
+        }
+        pub enum ContainsRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ContainsRequest<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for ContainsRequest<'a> {
+            type Inner = ContainsRequest<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> ContainsRequest<'a> {
+            pub const VT_OBJECT_ID: flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                ContainsRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args ContainsRequestArgs<'args>,
+            ) -> flatbuffers::WIPOffset<ContainsRequest<'bldr>> {
+                let mut builder = ContainsRequestBuilder::new(_fbb);
+                if let Some(x) = args.object_id {
+                    builder.add_object_id(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn object_id(&self) -> Option<&'a ObjectId> {
+                self._tab.get::<ObjectId>(ContainsRequest::VT_OBJECT_ID, None)
+            }
+        }
+
+        impl flatbuffers::Verifiable for ContainsRequest<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?.visit_field::<ObjectId>("object_id", Self::VT_OBJECT_ID, false)?.finish();
+                Ok(())
+            }
+        }
+        pub struct ContainsRequestArgs<'a> {
+            pub object_id: Option<&'a ObjectId>,
+        }
+        impl<'a> Default for ContainsRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                ContainsRequestArgs { object_id: None }
+            }
+        }
+
+        pub struct ContainsRequestBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> ContainsRequestBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_object_id(&mut self, object_id: &ObjectId) {
+                self.fbb_.push_slot_always::<&ObjectId>(ContainsRequest::VT_OBJECT_ID, object_id);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ContainsRequestBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                ContainsRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<ContainsRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for ContainsRequest<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("ContainsRequest");
+                ds.field("object_id", &self.object_id());
+                ds.finish()
+            }
+        }
+        pub enum ContainsReplyOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct ContainsReply<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for ContainsReply<'a> {
+            type Inner = ContainsReply<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> ContainsReply<'a> {
+            pub const VT_HAS_OBJECT: flatbuffers::VOffsetT = 4;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                ContainsReply { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args ContainsReplyArgs,
+            ) -> flatbuffers::WIPOffset<ContainsReply<'bldr>> {
+                let mut builder = ContainsReplyBuilder::new(_fbb);
+                builder.add_has_object(args.has_object);
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn has_object(&self) -> bool {
+                self._tab.get::<bool>(ContainsReply::VT_HAS_OBJECT, Some(false)).unwrap()
+            }
+        }
+
+        impl flatbuffers::Verifiable for ContainsReply<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?.visit_field::<bool>("has_object", Self::VT_HAS_OBJECT, false)?.finish();
+                Ok(())
+            }
+        }
+        pub struct ContainsReplyArgs {
+            pub has_object: bool,
+        }
+        impl<'a> Default for ContainsReplyArgs {
+            #[inline]
+            fn default() -> Self {
+                ContainsReplyArgs { has_object: false }
+            }
+        }
+
+        pub struct ContainsReplyBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> ContainsReplyBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_has_object(&mut self, has_object: bool) {
+                self.fbb_.push_slot::<bool>(ContainsReply::VT_HAS_OBJECT, has_object, false);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> ContainsReplyBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                ContainsReplyBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<ContainsReply<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for ContainsReply<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("ContainsReply");
+                ds.field("has_object", &self.has_object());
+                ds.finish()
+            }
+        }
+        pub enum GetRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct GetRequest<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for GetRequest<'a> {
+            type Inner = GetRequest<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> GetRequest<'a> {
+            pub const VT_OBJECT_IDS: flatbuffers::VOffsetT = 4;
+            pub const VT_TIMEOUT_MS: flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                GetRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args GetRequestArgs<'args>,
+            ) -> flatbuffers::WIPOffset<GetRequest<'bldr>> {
+                let mut builder = GetRequestBuilder::new(_fbb);
+                builder.add_timeout_ms(args.timeout_ms);
+                if let Some(x) = args.object_ids {
+                    builder.add_object_ids(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn object_ids(&self) -> Option<&'a [ObjectId]> {
+                self._tab
+                    .get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, ObjectId>>>(
+                        GetRequest::VT_OBJECT_IDS,
+                        None,
+                    )
+                    .map(|v| v.safe_slice())
+            }
+            #[inline]
+            pub fn timeout_ms(&self) -> i64 {
+                self._tab.get::<i64>(GetRequest::VT_TIMEOUT_MS, Some(0)).unwrap()
+            }
+        }
+
+        impl flatbuffers::Verifiable for GetRequest<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, ObjectId>>>(
+                        "object_ids",
+                        Self::VT_OBJECT_IDS,
+                        false,
+                    )?
+                    .visit_field::<i64>("timeout_ms", Self::VT_TIMEOUT_MS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct GetRequestArgs<'a> {
+            pub object_ids: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, ObjectId>>>,
+            pub timeout_ms: i64,
+        }
+        impl<'a> Default for GetRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                GetRequestArgs { object_ids: None, timeout_ms: 0 }
+            }
+        }
+
+        pub struct GetRequestBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> GetRequestBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_object_ids(&mut self, object_ids: flatbuffers::WIPOffset<flatbuffers::Vector<'b, ObjectId>>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetRequest::VT_OBJECT_IDS, object_ids);
+            }
+            #[inline]
+            pub fn add_timeout_ms(&mut self, timeout_ms: i64) {
+                self.fbb_.push_slot::<i64>(GetRequest::VT_TIMEOUT_MS, timeout_ms, 0);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetRequestBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                GetRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<GetRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for GetRequest<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("GetRequest");
+                ds.field("object_ids", &self.object_ids());
+                ds.field("timeout_ms", &self.timeout_ms());
+                ds.finish()
+            }
+        }
+        pub enum GetReplyOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct GetReply<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for GetReply<'a> {
+            type Inner = GetReply<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> GetReply<'a> {
+            pub const VT_OBJECTS: flatbuffers::VOffsetT = 4;
+            pub const VT_MMAP_SIZE: flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                GetReply { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args GetReplyArgs<'args>,
+            ) -> flatbuffers::WIPOffset<GetReply<'bldr>> {
+                let mut builder = GetReplyBuilder::new(_fbb);
+                builder.add_mmap_size(args.mmap_size);
+                if let Some(x) = args.objects {
+                    builder.add_objects(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn objects(&self) -> Option<&'a [ObjectSpec]> {
+                self._tab
+                    .get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, ObjectSpec>>>(
+                        GetReply::VT_OBJECTS,
+                        None,
+                    )
+                    .map(|v| v.safe_slice())
+            }
+            #[inline]
+            pub fn mmap_size(&self) -> u64 {
+                self._tab.get::<u64>(GetReply::VT_MMAP_SIZE, Some(0)).unwrap()
+            }
+        }
+
+        impl flatbuffers::Verifiable for GetReply<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, ObjectSpec>>>(
+                        "objects",
+                        Self::VT_OBJECTS,
+                        false,
+                    )?
+                    .visit_field::<u64>("mmap_size", Self::VT_MMAP_SIZE, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct GetReplyArgs<'a> {
+            pub objects: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, ObjectSpec>>>,
+            pub mmap_size: u64,
+        }
+        impl<'a> Default for GetReplyArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                GetReplyArgs { objects: None, mmap_size: 0 }
+            }
+        }
+
+        pub struct GetReplyBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> GetReplyBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_objects(&mut self, objects: flatbuffers::WIPOffset<flatbuffers::Vector<'b, ObjectSpec>>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(GetReply::VT_OBJECTS, objects);
+            }
+            #[inline]
+            pub fn add_mmap_size(&mut self, mmap_size: u64) {
+                self.fbb_.push_slot::<u64>(GetReply::VT_MMAP_SIZE, mmap_size, 0);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> GetReplyBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                GetReplyBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<GetReply<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for GetReply<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("GetReply");
+                ds.field("objects", &self.objects());
+                ds.field("mmap_size", &self.mmap_size());
+                ds.finish()
+            }
+        }
+        pub enum WaitRequestOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct WaitRequest<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for WaitRequest<'a> {
+            type Inner = WaitRequest<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> WaitRequest<'a> {
+            pub const VT_OBJECT_IDS: flatbuffers::VOffsetT = 4;
+            pub const VT_NUM_REQUIRED: flatbuffers::VOffsetT = 6;
+            pub const VT_TIMEOUT_MS: flatbuffers::VOffsetT = 8;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                WaitRequest { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args WaitRequestArgs<'args>,
+            ) -> flatbuffers::WIPOffset<WaitRequest<'bldr>> {
+                let mut builder = WaitRequestBuilder::new(_fbb);
+                builder.add_timeout_ms(args.timeout_ms);
+                builder.add_num_required(args.num_required);
+                if let Some(x) = args.object_ids {
+                    builder.add_object_ids(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn object_ids(&self) -> Option<&'a [ObjectId]> {
+                self._tab
+                    .get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, ObjectId>>>(
+                        WaitRequest::VT_OBJECT_IDS,
+                        None,
+                    )
+                    .map(|v| v.safe_slice())
+            }
+            #[inline]
+            pub fn num_required(&self) -> i32 {
+                self._tab.get::<i32>(WaitRequest::VT_NUM_REQUIRED, Some(0)).unwrap()
+            }
+            #[inline]
+            pub fn timeout_ms(&self) -> i64 {
+                self._tab.get::<i64>(WaitRequest::VT_TIMEOUT_MS, Some(0)).unwrap()
+            }
+        }
+
+        impl flatbuffers::Verifiable for WaitRequest<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, ObjectId>>>(
+                        "object_ids",
+                        Self::VT_OBJECT_IDS,
+                        false,
+                    )?
+                    .visit_field::<i32>("num_required", Self::VT_NUM_REQUIRED, false)?
+                    .visit_field::<i64>("timeout_ms", Self::VT_TIMEOUT_MS, false)?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct WaitRequestArgs<'a> {
+            pub object_ids: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, ObjectId>>>,
+            pub num_required: i32,
+            pub timeout_ms: i64,
+        }
+        impl<'a> Default for WaitRequestArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                WaitRequestArgs { object_ids: None, num_required: 0, timeout_ms: 0 }
+            }
+        }
+
+        pub struct WaitRequestBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> WaitRequestBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_object_ids(&mut self, object_ids: flatbuffers::WIPOffset<flatbuffers::Vector<'b, ObjectId>>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(WaitRequest::VT_OBJECT_IDS, object_ids);
+            }
+            #[inline]
+            pub fn add_num_required(&mut self, num_required: i32) {
+                self.fbb_.push_slot::<i32>(WaitRequest::VT_NUM_REQUIRED, num_required, 0);
+            }
+            #[inline]
+            pub fn add_timeout_ms(&mut self, timeout_ms: i64) {
+                self.fbb_.push_slot::<i64>(WaitRequest::VT_TIMEOUT_MS, timeout_ms, 0);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> WaitRequestBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                WaitRequestBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<WaitRequest<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for WaitRequest<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("WaitRequest");
+                ds.field("object_ids", &self.object_ids());
+                ds.field("num_required", &self.num_required());
+                ds.field("timeout_ms", &self.timeout_ms());
+                ds.finish()
+            }
+        }
+        pub enum WaitReplyOffset {}
+        #[derive(Copy, Clone, PartialEq)]
+
+        pub struct WaitReply<'a> {
+            pub _tab: flatbuffers::Table<'a>,
+        }
+
+        impl<'a> flatbuffers::Follow<'a> for WaitReply<'a> {
+            type Inner = WaitReply<'a>;
+            #[inline]
+            fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+                Self { _tab: flatbuffers::Table { buf, loc } }
+            }
+        }
+
+        impl<'a> WaitReply<'a> {
+            pub const VT_READY: flatbuffers::VOffsetT = 4;
+            pub const VT_REMAINING: flatbuffers::VOffsetT = 6;
+
+            #[inline]
+            pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
+                WaitReply { _tab: table }
+            }
+            #[allow(unused_mut)]
+            pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr>(
+                _fbb: &'mut_bldr mut flatbuffers::FlatBufferBuilder<'bldr>,
+                args: &'args WaitReplyArgs<'args>,
+            ) -> flatbuffers::WIPOffset<WaitReply<'bldr>> {
+                let mut builder = WaitReplyBuilder::new(_fbb);
+                if let Some(x) = args.remaining {
+                    builder.add_remaining(x);
+                }
+                if let Some(x) = args.ready {
+                    builder.add_ready(x);
+                }
+                builder.finish()
+            }
+
+            #[inline]
+            pub fn ready(&self) -> Option<&'a [ObjectId]> {
+                self._tab
+                    .get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, ObjectId>>>(WaitReply::VT_READY, None)
+                    .map(|v| v.safe_slice())
+            }
+            #[inline]
+            pub fn remaining(&self) -> Option<&'a [ObjectId]> {
+                self._tab
+                    .get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, ObjectId>>>(
+                        WaitReply::VT_REMAINING,
+                        None,
+                    )
+                    .map(|v| v.safe_slice())
+            }
+        }
+
+        impl flatbuffers::Verifiable for WaitReply<'_> {
+            #[inline]
+            fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
+                use self::flatbuffers::Verifiable;
+                v.visit_table(pos)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, ObjectId>>>(
+                        "ready",
+                        Self::VT_READY,
+                        false,
+                    )?
+                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, ObjectId>>>(
+                        "remaining",
+                        Self::VT_REMAINING,
+                        false,
+                    )?
+                    .finish();
+                Ok(())
+            }
+        }
+        pub struct WaitReplyArgs<'a> {
+            pub ready: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, ObjectId>>>,
+            pub remaining: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, ObjectId>>>,
+        }
+        impl<'a> Default for WaitReplyArgs<'a> {
+            #[inline]
+            fn default() -> Self {
+                WaitReplyArgs { ready: None, remaining: None }
+            }
+        }
+
+        pub struct WaitReplyBuilder<'a: 'b, 'b> {
+            fbb_: &'b mut flatbuffers::FlatBufferBuilder<'a>,
+            start_: flatbuffers::WIPOffset<flatbuffers::TableUnfinishedWIPOffset>,
+        }
+        impl<'a: 'b, 'b> WaitReplyBuilder<'a, 'b> {
+            #[inline]
+            pub fn add_ready(&mut self, ready: flatbuffers::WIPOffset<flatbuffers::Vector<'b, ObjectId>>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(WaitReply::VT_READY, ready);
+            }
+            #[inline]
+            pub fn add_remaining(&mut self, remaining: flatbuffers::WIPOffset<flatbuffers::Vector<'b, ObjectId>>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(WaitReply::VT_REMAINING, remaining);
+            }
+            #[inline]
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> WaitReplyBuilder<'a, 'b> {
+                let start = _fbb.start_table();
+                WaitReplyBuilder { fbb_: _fbb, start_: start }
+            }
+            #[inline]
+            pub fn finish(self) -> flatbuffers::WIPOffset<WaitReply<'a>> {
+                let o = self.fbb_.end_table(self.start_);
+                flatbuffers::WIPOffset::new(o.value())
+            }
+        }
+
+        impl core::fmt::Debug for WaitReply<'_> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                let mut ds = f.debug_struct("WaitReply");
+                ds.field("ready", &self.ready());
+                ds.field("remaining", &self.remaining());
                 ds.finish()
             }
         }
@@ -975,7 +3252,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for AnnounceWorkerPort<'a> {
-            type Inner = Self;
+            type Inner = AnnounceWorkerPort<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1019,7 +3296,7 @@ pub mod raylet {
         impl<'a> Default for AnnounceWorkerPortArgs {
             #[inline]
             fn default() -> Self {
-                Self { port: 0 }
+                AnnounceWorkerPortArgs { port: 0 }
             }
         }
 
@@ -1033,7 +3310,7 @@ pub mod raylet {
                 self.fbb_.push_slot::<i32>(AnnounceWorkerPort::VT_PORT, port, 0);
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AnnounceWorkerPortBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 AnnounceWorkerPortBuilder { fbb_: _fbb, start_: start }
             }
@@ -1059,7 +3336,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for AnnounceWorkerPortReply<'a> {
-            type Inner = Self;
+            type Inner = AnnounceWorkerPortReply<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1140,7 +3417,7 @@ pub mod raylet {
                 );
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> AnnounceWorkerPortReplyBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 AnnounceWorkerPortReplyBuilder { fbb_: _fbb, start_: start }
             }
@@ -1167,7 +3444,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for DisconnectClientRequest<'a> {
-            type Inner = Self;
+            type Inner = DisconnectClientRequest<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1254,7 +3531,7 @@ pub mod raylet {
                 );
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DisconnectClientRequestBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 DisconnectClientRequestBuilder { fbb_: _fbb, start_: start }
             }
@@ -1281,7 +3558,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for DisconnectClientReply<'a> {
-            type Inner = Self;
+            type Inner = DisconnectClientReply<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1315,7 +3592,7 @@ pub mod raylet {
         impl<'a> Default for DisconnectClientReplyArgs {
             #[inline]
             fn default() -> Self {
-                Self {}
+                DisconnectClientReplyArgs {}
             }
         }
 
@@ -1325,7 +3602,7 @@ pub mod raylet {
         }
         impl<'a: 'b, 'b> DisconnectClientReplyBuilder<'a, 'b> {
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DisconnectClientReplyBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 DisconnectClientReplyBuilder { fbb_: _fbb, start_: start }
             }
@@ -1350,7 +3627,7 @@ pub mod raylet {
         }
 
         impl<'a> flatbuffers::Follow<'a> for Envelope<'a> {
-            type Inner = Self;
+            type Inner = Envelope<'a>;
             #[inline]
             fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
                 Self { _tab: flatbuffers::Table { buf, loc } }
@@ -1445,6 +3722,176 @@ pub mod raylet {
                     None
                 }
             }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_attach_request(&self) -> Option<AttachRequest<'a>> {
+                if self.message_type() == Message::AttachRequest {
+                    self.message().map(AttachRequest::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_attach_reply(&self) -> Option<AttachReply<'a>> {
+                if self.message_type() == Message::AttachReply {
+                    self.message().map(AttachReply::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_create_request(&self) -> Option<CreateRequest<'a>> {
+                if self.message_type() == Message::CreateRequest {
+                    self.message().map(CreateRequest::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_create_reply(&self) -> Option<CreateReply<'a>> {
+                if self.message_type() == Message::CreateReply {
+                    self.message().map(CreateReply::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_seal_request(&self) -> Option<SealRequest<'a>> {
+                if self.message_type() == Message::SealRequest {
+                    self.message().map(SealRequest::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_seal_reply(&self) -> Option<SealReply<'a>> {
+                if self.message_type() == Message::SealReply {
+                    self.message().map(SealReply::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_abort_request(&self) -> Option<AbortRequest<'a>> {
+                if self.message_type() == Message::AbortRequest {
+                    self.message().map(AbortRequest::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_abort_reply(&self) -> Option<AbortReply<'a>> {
+                if self.message_type() == Message::AbortReply {
+                    self.message().map(AbortReply::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_release_request(&self) -> Option<ReleaseRequest<'a>> {
+                if self.message_type() == Message::ReleaseRequest {
+                    self.message().map(ReleaseRequest::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_delete_request(&self) -> Option<DeleteRequest<'a>> {
+                if self.message_type() == Message::DeleteRequest {
+                    self.message().map(DeleteRequest::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_delete_reply(&self) -> Option<DeleteReply<'a>> {
+                if self.message_type() == Message::DeleteReply {
+                    self.message().map(DeleteReply::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_contains_request(&self) -> Option<ContainsRequest<'a>> {
+                if self.message_type() == Message::ContainsRequest {
+                    self.message().map(ContainsRequest::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_contains_reply(&self) -> Option<ContainsReply<'a>> {
+                if self.message_type() == Message::ContainsReply {
+                    self.message().map(ContainsReply::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_get_request(&self) -> Option<GetRequest<'a>> {
+                if self.message_type() == Message::GetRequest {
+                    self.message().map(GetRequest::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_get_reply(&self) -> Option<GetReply<'a>> {
+                if self.message_type() == Message::GetReply {
+                    self.message().map(GetReply::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_wait_request(&self) -> Option<WaitRequest<'a>> {
+                if self.message_type() == Message::WaitRequest {
+                    self.message().map(WaitRequest::init_from_table)
+                } else {
+                    None
+                }
+            }
+
+            #[inline]
+            #[allow(non_snake_case)]
+            pub fn message_as_wait_reply(&self) -> Option<WaitReply<'a>> {
+                if self.message_type() == Message::WaitReply {
+                    self.message().map(WaitReply::init_from_table)
+                } else {
+                    None
+                }
+            }
         }
 
         impl flatbuffers::Verifiable for Envelope<'_> {
@@ -1489,6 +3936,86 @@ pub mod raylet {
                                     "Message::DisconnectClientReply",
                                     pos,
                                 ),
+                            Message::AttachRequest => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<AttachRequest>>(
+                                    "Message::AttachRequest",
+                                    pos,
+                                ),
+                            Message::AttachReply => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<AttachReply>>(
+                                    "Message::AttachReply",
+                                    pos,
+                                ),
+                            Message::CreateRequest => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<CreateRequest>>(
+                                    "Message::CreateRequest",
+                                    pos,
+                                ),
+                            Message::CreateReply => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<CreateReply>>(
+                                    "Message::CreateReply",
+                                    pos,
+                                ),
+                            Message::SealRequest => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<SealRequest>>(
+                                    "Message::SealRequest",
+                                    pos,
+                                ),
+                            Message::SealReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<SealReply>>(
+                                "Message::SealReply",
+                                pos,
+                            ),
+                            Message::AbortRequest => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<AbortRequest>>(
+                                    "Message::AbortRequest",
+                                    pos,
+                                ),
+                            Message::AbortReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<AbortReply>>(
+                                "Message::AbortReply",
+                                pos,
+                            ),
+                            Message::ReleaseRequest => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<ReleaseRequest>>(
+                                    "Message::ReleaseRequest",
+                                    pos,
+                                ),
+                            Message::DeleteRequest => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteRequest>>(
+                                    "Message::DeleteRequest",
+                                    pos,
+                                ),
+                            Message::DeleteReply => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<DeleteReply>>(
+                                    "Message::DeleteReply",
+                                    pos,
+                                ),
+                            Message::ContainsRequest => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<ContainsRequest>>(
+                                    "Message::ContainsRequest",
+                                    pos,
+                                ),
+                            Message::ContainsReply => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<ContainsReply>>(
+                                    "Message::ContainsReply",
+                                    pos,
+                                ),
+                            Message::GetRequest => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetRequest>>(
+                                "Message::GetRequest",
+                                pos,
+                            ),
+                            Message::GetReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<GetReply>>(
+                                "Message::GetReply",
+                                pos,
+                            ),
+                            Message::WaitRequest => v
+                                .verify_union_variant::<flatbuffers::ForwardsUOffset<WaitRequest>>(
+                                    "Message::WaitRequest",
+                                    pos,
+                                ),
+                            Message::WaitReply => v.verify_union_variant::<flatbuffers::ForwardsUOffset<WaitReply>>(
+                                "Message::WaitReply",
+                                pos,
+                            ),
                             _ => Ok(()),
                         },
                     )?
@@ -1503,7 +4030,7 @@ pub mod raylet {
         impl<'a> Default for EnvelopeArgs {
             #[inline]
             fn default() -> Self {
-                Self { message_type: Message::NONE, message: None }
+                EnvelopeArgs { message_type: Message::NONE, message: None }
             }
         }
 
@@ -1521,7 +4048,7 @@ pub mod raylet {
                 self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(Envelope::VT_MESSAGE, message);
             }
             #[inline]
-            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> Self {
+            pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> EnvelopeBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 EnvelopeBuilder { fbb_: _fbb, start_: start }
             }
@@ -1574,6 +4101,125 @@ pub mod raylet {
                     }
                     Message::DisconnectClientReply => {
                         if let Some(x) = self.message_as_disconnect_client_reply() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::AttachRequest => {
+                        if let Some(x) = self.message_as_attach_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::AttachReply => {
+                        if let Some(x) = self.message_as_attach_reply() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::CreateRequest => {
+                        if let Some(x) = self.message_as_create_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::CreateReply => {
+                        if let Some(x) = self.message_as_create_reply() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::SealRequest => {
+                        if let Some(x) = self.message_as_seal_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::SealReply => {
+                        if let Some(x) = self.message_as_seal_reply() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::AbortRequest => {
+                        if let Some(x) = self.message_as_abort_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::AbortReply => {
+                        if let Some(x) = self.message_as_abort_reply() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::ReleaseRequest => {
+                        if let Some(x) = self.message_as_release_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::DeleteRequest => {
+                        if let Some(x) = self.message_as_delete_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::DeleteReply => {
+                        if let Some(x) = self.message_as_delete_reply() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::ContainsRequest => {
+                        if let Some(x) = self.message_as_contains_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::ContainsReply => {
+                        if let Some(x) = self.message_as_contains_reply() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::GetRequest => {
+                        if let Some(x) = self.message_as_get_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::GetReply => {
+                        if let Some(x) = self.message_as_get_reply() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::WaitRequest => {
+                        if let Some(x) = self.message_as_wait_request() {
+                            ds.field("message", &x)
+                        } else {
+                            ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")
+                        }
+                    }
+                    Message::WaitReply => {
+                        if let Some(x) = self.message_as_wait_reply() {
                             ds.field("message", &x)
                         } else {
                             ds.field("message", &"InvalidFlatbuffer: Union discriminant does not match value.")

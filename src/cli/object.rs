@@ -1,0 +1,60 @@
+//! `raylet object put|get|delete` through a local raylet socket.
+
+use super::args::ObjectCommand;
+use crate::client::LocalClient;
+use crate::ids::ObjectId;
+use crate::local::codec::StoreError;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn socket(given: &Option<PathBuf>, temp_dir: &Path) -> PathBuf {
+    given.clone().unwrap_or_else(|| temp_dir.join(super::session::LATEST).join("sockets").join("raylet"))
+}
+
+fn connect(path: &Path) -> Result<LocalClient, String> {
+    LocalClient::connect_driver(path).map_err(|e| format!("cannot use the raylet at {}: {e}", path.display()))
+}
+
+/// Runs the command.
+pub fn run(cmd: &ObjectCommand) -> Result<(), String> {
+    match cmd {
+        ObjectCommand::Put { file, socket: s, temp_dir } => {
+            let data = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let mut c = connect(&socket(s, temp_dir))?;
+            let id = c.put(&data).map_err(|e| format!("put failed: {e}"))?;
+            println!("{id}");
+            c.disconnect().map_err(|e| e.to_string())
+        }
+        ObjectCommand::Get { id, socket: s, output, timeout_ms, temp_dir } => {
+            let id = ObjectId::from_hex(id).map_err(|e| e.to_string())?;
+            let mut c = connect(&socket(s, temp_dir))?;
+            let views =
+                c.get(&[id], Some(Duration::from_millis(*timeout_ms))).map_err(|e| format!("get failed: {e}"))?;
+            let Some(v) = views.into_iter().next().flatten() else {
+                return Err(format!("object {id} is not available: no copy found on any node within {timeout_ms} ms"));
+            };
+            match output {
+                Some(path) => std::fs::write(path, &v[..]).map_err(|e| format!("{}: {e}", path.display()))?,
+                None => std::io::stdout().lock().write_all(&v).map_err(|e| e.to_string())?,
+            }
+            drop(v);
+            c.disconnect().map_err(|e| e.to_string())
+        }
+        ObjectCommand::Delete { id, socket: s, temp_dir } => {
+            let id = ObjectId::from_hex(id).map_err(|e| e.to_string())?;
+            let mut c = connect(&socket(s, temp_dir))?;
+            let r = c.delete(&[id]).map_err(|e| format!("delete failed: {e}"))?;
+            c.disconnect().map_err(|e| e.to_string())?;
+            match r.first() {
+                Some(StoreError::Ok) => Ok(()),
+                Some(StoreError::ObjectInUse) => {
+                    eprintln!("object {id} is in use; it will be deleted when released");
+                    Ok(())
+                }
+                Some(e) => Err(format!("delete of {id}: {e:?}")),
+                None => Err("empty delete reply".into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! Mesh requests of the object plane, served by the shard that owns the objects (or, for
+//! arena ranges, by shard 0).
+
+use super::msg::{ObjRep, ObjReq};
+use crate::shard::msg::Rep;
+use crate::shard::Shard;
+use std::rc::Rc;
+
+/// Handles one object-plane request on this shard.
+pub async fn handle(shard: Rc<Shard>, req: ObjReq) -> Option<Rep> {
+    let store = super::local_store(&shard)?;
+    Some(Rep::Obj(match req {
+        ObjReq::Op { client, op } => ObjRep::Op(store.execute(&shard, client, op).await),
+        ObjReq::ClientGone(client) => {
+            store.client_gone(&shard, client);
+            return None;
+        }
+        ObjReq::AllocRange(len) => ObjRep::Range(store.memory.global_alloc_local(&shard, len)),
+        ObjReq::FreeRange(offset) => {
+            store.memory.global_free_local(offset);
+            return None;
+        }
+        ObjReq::Evict(bytes) => ObjRep::Freed(store.evict(&shard, bytes)),
+        ObjReq::Spill(bytes) => ObjRep::Freed(super::spilling::spill(&shard, &store, bytes).await),
+        ObjReq::SendChunk(job) => ObjRep::Sent(super::chunk_io::send(&shard, *job).await),
+        ObjReq::ChunkClaim { id, from, header } => {
+            ObjRep::Claim(super::transfer::claim_chunk(&shard, id, from, header))
+        }
+        ObjReq::ChunkDone { id, from, index, crc_ok } => {
+            ObjRep::ChunkDone(super::transfer::chunk_done(&shard, id, from, index, crc_ok))
+        }
+        ObjReq::PullRequested { to, id } => {
+            super::transfer::push_requested(&shard, to, id).await;
+            return None;
+        }
+        ObjReq::Peers(peers) => {
+            store.transfer.set_peers(peers);
+            return None;
+        }
+        ObjReq::NodeDead(node) => {
+            super::transfer::node_dead(&shard, node);
+            return None;
+        }
+        ObjReq::Stats => ObjRep::Stats(Box::new(super::stats::shard_store_stats(&store))),
+        ObjReq::Pin(id) => ObjRep::Pinned(store.pin(&[id])[0]),
+        ObjReq::SpillOne(id) => {
+            ObjRep::Spilled(super::spilling::spill_one(&shard, &store, id).await.map(|u| u.to_string()))
+        }
+    }))
+}

@@ -1,0 +1,253 @@
+//! Where objects' bytes go: the arena is one allocator owned by shard 0 (large objects and
+//! slabs come from it), and each shard sub-allocates small objects from slabs it holds, so
+//! a small create never leaves its shard. Any object up to the whole capacity fits.
+//!
+//! Under pressure a create first evicts this shard's least recently used unreferenced
+//! copies, then asks the other shards to evict, then spills pinned primaries everywhere,
+//! and retries every 10 ms until `FULL_TIMEOUT`; only then does it fail with
+//! `ObjectStoreFull`. The requesting shard drives all of it, so shard 0 never awaits a
+//! call while serving one (the DAG rule of `lib.rs`).
+
+use super::msg::{ObjRep, ObjReq};
+use super::store::ShardStore;
+use crate::ids::ShardId;
+use crate::local::msg::StoreError;
+use crate::logic::objects::Placement;
+use crate::shard::msg::{Rep, Req};
+use crate::shard::Shard;
+use crate::store::alloc::OffsetAllocator;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How long a create may wait for memory before `ObjectStoreFull`.
+pub const FULL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Alignment of every allocation.
+pub const ALIGN: u64 = 64;
+/// Fraction of capacity above which pinned primaries start spilling.
+pub const SPILL_THRESHOLD: f64 = 0.8;
+
+/// This shard's allocators.
+#[derive(Debug)]
+pub struct Memory {
+    me: ShardId,
+    n: usize,
+    capacity: u64,
+    slab_size: u64,
+    large_threshold: u64,
+    slab: RefCell<OffsetAllocator>,
+    slabs: RefCell<Vec<(u64, u64)>>,
+    large: RefCell<HashMap<u64, u64>>,
+    global: Option<RefCell<OffsetAllocator>>,
+    spilling: Cell<bool>,
+}
+
+fn empty_allocator() -> OffsetAllocator {
+    OffsetAllocator::new(0, 0, ALIGN).expect("an empty allocator with a power-of-two alignment")
+}
+
+impl Memory {
+    /// Allocators for a store of `capacity` bytes.
+    pub fn new(shard: &Shard, capacity: u64) -> Self {
+        let capacity = capacity / ALIGN * ALIGN;
+        let slab_size = (capacity / 64).clamp(64 << 10, 4 << 20) / ALIGN * ALIGN;
+        let global = (shard.id == ShardId::NODE)
+            .then(|| RefCell::new(OffsetAllocator::new(0, capacity, ALIGN).expect("arena capacity is aligned")));
+        Self {
+            me: shard.id,
+            n: shard.n,
+            capacity,
+            slab_size,
+            large_threshold: slab_size / 4,
+            slab: RefCell::new(empty_allocator()),
+            slabs: RefCell::new(Vec::new()),
+            large: RefCell::new(HashMap::new()),
+            global,
+            spilling: Cell::new(false),
+        }
+    }
+
+    /// Arena bytes this shard holds (its slabs plus its large objects), for stats.
+    pub fn held_bytes(&self) -> u64 {
+        self.slabs.borrow().iter().map(|s| s.1).sum::<u64>() + self.large.borrow().values().sum::<u64>()
+    }
+
+    /// Arena bytes in use across the node (shard 0 only).
+    pub fn arena_used(&self) -> Option<u64> {
+        self.global.as_ref().map(|g| g.borrow().used_bytes())
+    }
+
+    /// Shard 0: allocate an arena range.
+    pub fn global_alloc_local(&self, shard: &Rc<Shard>, len: u64) -> Option<(u64, u64)> {
+        let g = self.global.as_ref()?;
+        let a = g.borrow_mut().alloc(len)?;
+        let used = g.borrow().used_bytes();
+        if used as f64 > SPILL_THRESHOLD * self.capacity as f64 {
+            self.spill_in_background(shard, used);
+        }
+        Some((a.offset, a.len))
+    }
+
+    /// Shard 0: free an arena range.
+    pub fn global_free_local(&self, offset: u64) {
+        if let Some(g) = &self.global {
+            if let Err(e) = g.borrow_mut().free(offset) {
+                tracing::error!("arena free of {offset}: {e}");
+            }
+        }
+    }
+
+    async fn global_alloc(&self, shard: &Rc<Shard>, len: u64) -> Option<(u64, u64)> {
+        if self.me == ShardId::NODE {
+            return self.global_alloc_local(shard, len);
+        }
+        match shard.mesh.call(ShardId::NODE, Req::Obj(ObjReq::AllocRange(len))).await {
+            Ok(Rep::Obj(ObjRep::Range(r))) => r,
+            _ => None,
+        }
+    }
+
+    fn global_free(&self, shard: &Rc<Shard>, offset: u64) {
+        if self.me == ShardId::NODE {
+            self.global_free_local(offset);
+            return;
+        }
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            let _ = s.mesh.tell(ShardId::NODE, Req::Obj(ObjReq::FreeRange(offset))).await;
+        })
+        .detach();
+    }
+
+    async fn try_alloc(&self, shard: &Rc<Shard>, size: u64) -> Option<Placement> {
+        if size >= self.large_threshold {
+            let (offset, alloc_len) = self.global_alloc(shard, size).await?;
+            self.large.borrow_mut().insert(offset, alloc_len);
+            return Some(Placement { offset, alloc_len });
+        }
+        if let Some(a) = self.slab.borrow_mut().alloc(size) {
+            return Some(Placement { offset: a.offset, alloc_len: a.len });
+        }
+        let (base, len) = self.global_alloc(shard, self.slab_size).await?;
+        let mut slab = self.slab.borrow_mut();
+        if slab.add_range(base, len).is_err() {
+            drop(slab);
+            self.global_free(shard, base);
+            return None;
+        }
+        self.slabs.borrow_mut().push((base, len));
+        let a = slab.alloc(size)?;
+        Some(Placement { offset: a.offset, alloc_len: a.len })
+    }
+
+    /// Gives memory back; whole empty slabs beyond one spare return to the arena.
+    pub fn free(&self, shard: &Rc<Shard>, offset: u64, _alloc_len: u64) {
+        if self.large.borrow_mut().remove(&offset).is_some() {
+            self.global_free(shard, offset);
+            return;
+        }
+        if let Err(e) = self.slab.borrow_mut().free(offset) {
+            tracing::error!("slab free of {offset}: {e}");
+            return;
+        }
+        let mut slabs = self.slabs.borrow_mut();
+        let mut slab = self.slab.borrow_mut();
+        let mut spare = 0;
+        let mut i = 0;
+        while i < slabs.len() {
+            let (base, len) = slabs[i];
+            let free = slab.largest_free() >= len && slab.remove_range_if_free(base, len);
+            if free && spare >= 1 {
+                slabs.swap_remove(i);
+                self.global_free(shard, base);
+                continue;
+            }
+            if free {
+                // Keep one empty slab as a spare: re-add it.
+                let _ = slab.add_range(base, len);
+                spare += 1;
+            }
+            i += 1;
+        }
+    }
+
+    /// Allocates `size` bytes, freeing memory as described in the module docs.
+    pub async fn allocate(
+        &self,
+        shard: &Rc<Shard>,
+        store: &ShardStore,
+        size: u64,
+    ) -> Result<Placement, (StoreError, String)> {
+        let deadline = Instant::now() + FULL_TIMEOUT;
+        loop {
+            if let Some(p) = self.try_alloc(shard, size).await {
+                return Ok(p);
+            }
+            if store.evict(shard, size) > 0 {
+                continue;
+            }
+            if self.evict_others(shard, size).await > 0 {
+                continue;
+            }
+            if spill_everywhere(shard, size).await > 0 && self.evict_all(shard, store, size).await > 0 {
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err((
+                    StoreError::ObjectStoreFull,
+                    format!(
+                        "no room for {size} bytes in the {} byte store after {:?}: everything left is referenced, pinned or unspillable",
+                        self.capacity, FULL_TIMEOUT
+                    ),
+                ));
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn evict_others(&self, shard: &Rc<Shard>, bytes: u64) -> u64 {
+        let me = self.me;
+        let mut freed = 0;
+        for (i, r) in shard.mesh.call_all(|_| Req::Obj(ObjReq::Evict(bytes))).await.into_iter().enumerate() {
+            if i != me.index() {
+                if let Ok(Rep::Obj(ObjRep::Freed(b))) = r {
+                    freed += b;
+                }
+            }
+        }
+        freed
+    }
+
+    async fn evict_all(&self, shard: &Rc<Shard>, store: &ShardStore, bytes: u64) -> u64 {
+        store.evict(shard, bytes) + self.evict_others(shard, bytes).await
+    }
+
+    fn spill_in_background(&self, shard: &Rc<Shard>, used: u64) {
+        if self.spilling.replace(true) {
+            return;
+        }
+        let excess = used.saturating_sub((SPILL_THRESHOLD * self.capacity as f64) as u64);
+        let per_shard = (excess / self.n as u64).max(1);
+        let s = shard.clone();
+        glommio::spawn_local(async move {
+            let spilled = spill_everywhere(&s, per_shard).await;
+            tracing::debug!(spilled, "background spill above the threshold");
+            if let Some(store) = super::local_store(&s) {
+                store.memory.spilling.set(false);
+            }
+        })
+        .detach();
+    }
+}
+
+/// Asks every shard to spill up to `bytes` of pinned primaries; returns the total spilled.
+pub async fn spill_everywhere(shard: &Rc<Shard>, bytes: u64) -> u64 {
+    let mut total = 0;
+    for r in shard.mesh.call_all(|_| Req::Obj(ObjReq::Spill(bytes))).await {
+        if let Ok(Rep::Obj(ObjRep::Freed(b))) = r {
+            total += b;
+        }
+    }
+    total
+}

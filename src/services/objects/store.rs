@@ -1,0 +1,450 @@
+//! One shard's object store: the objects hashed to this shard (DESIGN.md §2), their table,
+//! the Get/Wait requests waiting on them, and the operations local clients run on them.
+//!
+//! Every operation runs on the owner shard, called directly by a connection on the same
+//! shard or through `ObjReq::Op` from a connection elsewhere. After each table operation
+//! the table's actions are drained at once (`drain`), so memory, waiters and the object
+//! directory never lag behind the table.
+
+use super::memory::Memory;
+use super::msg::OpResult;
+use crate::ids::{ObjectId, ShardId};
+use crate::local::msg::{ObjectSpec, StoreError};
+use crate::logic::objects::{ClientId, NewObject, ObjectAction, ObjectError, ObjectSource, ObjectState, ObjectTable};
+use crate::logic::waits::{RequestId, WaitAction, WaitTable};
+use crate::shard::Shard;
+use crate::store::arena::Arena;
+use futures_channel::oneshot;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Cumulative counters of this shard's store.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreCounters {
+    /// Objects created.
+    pub created_objects: u64,
+    /// Bytes created.
+    pub created_bytes: u64,
+    /// Objects evicted.
+    pub evicted_objects: u64,
+    /// Bytes evicted.
+    pub evicted_bytes: u64,
+    /// Objects spilled.
+    pub spilled_objects: u64,
+    /// Bytes spilled.
+    pub spilled_bytes: u64,
+    /// Time spent spilling.
+    pub spill_time: Duration,
+    /// Objects restored.
+    pub restored_objects: u64,
+    /// Bytes restored.
+    pub restored_bytes: u64,
+    /// Time spent restoring.
+    pub restore_time: Duration,
+    /// Bytes handed to clients by Get.
+    pub consumed_bytes: u64,
+}
+
+/// The objects of one shard.
+pub struct ShardStore {
+    me: ShardId,
+    /// The shared mapping.
+    pub arena: Arc<Arena>,
+    pub(super) table: RefCell<ObjectTable>,
+    waits: RefCell<WaitTable>,
+    waiters: RefCell<HashMap<RequestId, oneshot::Sender<WaitAction>>>,
+    wait_calls: RefCell<HashMap<(ClientId, u64), RequestId>>,
+    next_req: Cell<u64>,
+    pub(super) memory: Memory,
+    pub(super) counters: RefCell<StoreCounters>,
+    pub(super) spill: super::spilling::Spiller,
+    pub(super) reporter: super::directory::Reporter,
+    pub(super) transfer: super::transfer::Transfer,
+    /// Objects created as primary copies, pinned when sealed.
+    primary_on_seal: RefCell<std::collections::HashSet<ObjectId>>,
+}
+
+impl std::fmt::Debug for ShardStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardStore").field("me", &self.me).field("objects", &self.table.borrow().len()).finish()
+    }
+}
+
+fn err(e: ObjectError) -> (StoreError, String) {
+    let code = match &e {
+        ObjectError::Exists(_) => StoreError::ObjectExists,
+        ObjectError::NotFound(_) => StoreError::ObjectNonexistent,
+        ObjectError::NotSealed(_) => StoreError::ObjectNotSealed,
+        ObjectError::AlreadySealed(_) => StoreError::ObjectSealed,
+        ObjectError::NotCreator { .. } | ObjectError::NotReferenced { .. } => StoreError::InvalidRequest,
+        _ => StoreError::Unexpected,
+    };
+    (code, e.to_string())
+}
+
+impl ShardStore {
+    /// The store of shard `me` over `arena`.
+    pub fn new(shard: &Shard, arena: Arc<Arena>) -> Rc<Self> {
+        Rc::new(Self {
+            me: shard.id,
+            memory: Memory::new(shard, arena.len()),
+            arena,
+            table: RefCell::new(ObjectTable::new()),
+            waits: RefCell::new(WaitTable::new()),
+            waiters: RefCell::new(HashMap::new()),
+            wait_calls: RefCell::new(HashMap::new()),
+            next_req: Cell::new(1),
+            counters: RefCell::new(StoreCounters::default()),
+            spill: super::spilling::Spiller::new(shard),
+            reporter: super::directory::Reporter::default(),
+            transfer: super::transfer::Transfer::new(shard),
+            primary_on_seal: RefCell::new(std::collections::HashSet::new()),
+        })
+    }
+
+    /// Performs the table's queued actions.
+    pub(super) fn drain(&self, shard: &Rc<Shard>) {
+        loop {
+            let action = self.table.borrow_mut().poll_action();
+            let Some(action) = action else { break };
+            match action {
+                ObjectAction::Free { offset, alloc_len, .. } => self.memory.free(shard, offset, alloc_len),
+                ObjectAction::Sealed { id } => {
+                    self.waits.borrow_mut().handle_sealed(&id);
+                    let (size, meta) =
+                        self.table.borrow().entry(&id).map(|e| (e.size(), e.metadata_size)).unwrap_or((0, 0));
+                    super::directory::object_added(shard, id, size, meta);
+                    super::transfer::object_local(shard, self, id, size);
+                }
+                ObjectAction::Deleted { id } => {
+                    self.waits.borrow_mut().handle_deleted(&id);
+                    super::directory::object_removed(shard, id);
+                }
+                ObjectAction::DeleteSpilled { url, .. } => self.spill.release(url),
+            }
+        }
+        loop {
+            let a = self.waits.borrow_mut().poll_action();
+            let Some(a) = a else { break };
+            let req = match &a {
+                WaitAction::GetReady { req, .. } | WaitAction::WaitReady { req, .. } => *req,
+            };
+            if let Some(tx) = self.waiters.borrow_mut().remove(&req) {
+                let _ = tx.send(a);
+            }
+        }
+    }
+
+    /// Runs one operation for `client`.
+    pub async fn execute(self: &Rc<Self>, shard: &Rc<Shard>, client: ClientId, op: super::msg::StoreOp) -> OpResult {
+        use super::msg::StoreOp as O;
+        match op {
+            O::Create { id, data_size, metadata_size, primary } => {
+                OpResult::Created(self.create(shard, client, id, data_size, metadata_size, primary).await)
+            }
+            O::Seal(id) => OpResult::Done(self.seal(shard, client, id)),
+            O::Abort(id) => OpResult::Done(self.abort(shard, client, id)),
+            O::Release(ids) => {
+                self.release(shard, client, &ids);
+                OpResult::Done(Ok(()))
+            }
+            O::Delete(ids) => OpResult::Deleted(self.delete(shard, &ids)),
+            O::Contains(id) => OpResult::Contains(self.table.borrow().contains(&id)),
+            O::Get(ids, timeout_ms) => OpResult::Got(self.get(shard, client, &ids, timeout_ms).await),
+            O::Wait { ids, n, timeout_ms, call } => {
+                let (ready, remaining) = self.wait(shard, &ids, n, timeout_ms, Some((client, call))).await;
+                OpResult::Waited(ready, remaining)
+            }
+            O::CancelWait(call) => {
+                self.cancel_wait((client, call));
+                OpResult::Done(Ok(()))
+            }
+        }
+    }
+
+    /// Creates an object and returns where to write it.
+    pub async fn create(
+        &self,
+        shard: &Rc<Shard>,
+        client: ClientId,
+        id: ObjectId,
+        data_size: u64,
+        metadata_size: u64,
+        primary: bool,
+    ) -> Result<ObjectSpec, (StoreError, String)> {
+        let size = data_size.checked_add(metadata_size).ok_or((StoreError::InvalidRequest, "size overflows".into()))?;
+        if size > self.arena.len() {
+            return Err((
+                StoreError::ObjectStoreFull,
+                format!("object of {size} bytes exceeds the store capacity of {} bytes", self.arena.len()),
+            ));
+        }
+        if self.table.borrow().entry(&id).is_some() {
+            return Err((StoreError::ObjectExists, format!("object {id} already exists")));
+        }
+        let placement = self.memory.allocate(shard, self, size).await?;
+        let new = NewObject { id, data_size, metadata_size, source: ObjectSource::CreatedByClient };
+        let created = self.table.borrow_mut().create(Instant::now(), new, client, placement);
+        let spec = match created {
+            Ok(s) => s,
+            Err(e) => {
+                // Lost a race with another create of the same id while allocating.
+                self.memory.free(shard, placement.offset, placement.alloc_len);
+                return Err(err(e));
+            }
+        };
+        if primary {
+            self.primary_on_seal.borrow_mut().insert(id);
+        }
+        {
+            let mut c = self.counters.borrow_mut();
+            c.created_objects += 1;
+            c.created_bytes += size;
+        }
+        self.drain(shard);
+        Ok(self.to_spec(id, true, spec.offset, data_size, metadata_size))
+    }
+
+    fn to_spec(&self, id: ObjectId, found: bool, offset: u64, data_size: u64, metadata_size: u64) -> ObjectSpec {
+        ObjectSpec { id, found, segment: 0, offset, data_size, metadata_size }
+    }
+
+    /// Seals an object its creator finished writing.
+    pub fn seal(&self, shard: &Rc<Shard>, client: ClientId, id: ObjectId) -> Result<(), (StoreError, String)> {
+        let r = self.table.borrow_mut().seal(&id, client).map_err(err);
+        if r.is_ok() && self.primary_on_seal.borrow_mut().remove(&id) {
+            // A primary copy is pinned from the moment it is readable.
+            let _ = self.table.borrow_mut().pin(&id);
+        }
+        self.drain(shard);
+        r
+    }
+
+    /// Aborts an unsealed object.
+    pub fn abort(&self, shard: &Rc<Shard>, client: ClientId, id: ObjectId) -> Result<(), (StoreError, String)> {
+        let r = self.table.borrow_mut().abort(&id, client).map_err(err);
+        if r.is_ok() {
+            self.primary_on_seal.borrow_mut().remove(&id);
+        }
+        self.drain(shard);
+        r
+    }
+
+    /// Drops `client`'s references.
+    pub fn release(&self, shard: &Rc<Shard>, client: ClientId, ids: &[ObjectId]) {
+        for id in ids {
+            let r = self.table.borrow_mut().release(id, client);
+            if let Err(e) = r {
+                tracing::debug!(%client, "release: {e}");
+            }
+            self.drain(shard);
+        }
+    }
+
+    /// Deletes objects (a primary pin is dropped first); deferred while in use.
+    pub fn delete(&self, shard: &Rc<Shard>, ids: &[ObjectId]) -> Vec<StoreError> {
+        ids.iter()
+            .map(|id| {
+                let _ = self.table.borrow_mut().unpin(id);
+                let r = self.table.borrow_mut().delete(id);
+                self.drain(shard);
+                match r {
+                    Ok(crate::logic::objects::DeleteOutcome::Deleted) => StoreError::Ok,
+                    Ok(crate::logic::objects::DeleteOutcome::Deferred) => StoreError::ObjectInUse,
+                    Err(e) => err(e).0,
+                }
+            })
+            .collect()
+    }
+
+    /// Evicts up to `bytes` of least recently used unreferenced copies; returns the bytes
+    /// freed.
+    pub fn evict(&self, shard: &Rc<Shard>, bytes: u64) -> u64 {
+        let before = self.table.borrow().stats().bytes_used;
+        let ids = self.table.borrow_mut().evict(bytes);
+        self.drain(shard);
+        let freed = before.saturating_sub(self.table.borrow().stats().bytes_used);
+        if !ids.is_empty() {
+            let mut c = self.counters.borrow_mut();
+            c.evicted_objects += ids.len() as u64;
+            c.evicted_bytes += freed;
+        }
+        freed
+    }
+
+    /// Pins primary copies (PinObjectIDs); false for objects not here and sealed.
+    pub fn pin(&self, ids: &[ObjectId]) -> Vec<bool> {
+        let mut t = self.table.borrow_mut();
+        ids.iter().map(|id| t.entry(id).is_some_and(|e| e.state == ObjectState::Sealed) && t.pin(id).is_ok()).collect()
+    }
+
+    /// Releases everything `client` held and aborts what it left unsealed.
+    pub fn client_gone(&self, shard: &Rc<Shard>, client: ClientId) {
+        self.table.borrow_mut().client_disconnected(client);
+        self.drain(shard);
+        // Unsealed objects of that client were aborted: forget their primary intent.
+        let t = self.table.borrow();
+        self.primary_on_seal.borrow_mut().retain(|id| t.entry(id).is_some());
+    }
+
+    /// Gets objects, waiting up to `timeout_ms` (-1 forever) for missing ones to be sealed
+    /// here (created locally, restored, or pulled from another node).
+    pub async fn get(&self, shard: &Rc<Shard>, client: ClientId, ids: &[ObjectId], timeout_ms: i64) -> Vec<ObjectSpec> {
+        self.restore_spilled(shard, ids).await;
+        let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
+        if !missing.is_empty() && timeout_ms != 0 {
+            super::transfer::request_pulls(shard, &missing);
+            let req = self.new_req();
+            let rx = {
+                let t = self.table.borrow();
+                let r = self.waits.borrow_mut().handle_get(Instant::now(), req, ids, None, |id| t.contains(id));
+                drop(t);
+                if r.is_err() {
+                    None
+                } else {
+                    self.waited(req)
+                }
+            };
+            if let Some(rx) = rx {
+                let _ = self.await_wait(req, rx, timeout_ms).await;
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        let mut t = self.table.borrow_mut();
+        for id in ids {
+            match t.get(id, client) {
+                Ok(s) => {
+                    self.counters.borrow_mut().consumed_bytes += s.data_size + s.metadata_size;
+                    out.push(self.to_spec(*id, true, s.offset, s.data_size, s.metadata_size))
+                }
+                Err(_) => out.push(ObjectSpec { id: *id, ..Default::default() }),
+            }
+        }
+        out
+    }
+
+    fn new_req(&self) -> RequestId {
+        let r = self.next_req.get();
+        self.next_req.set(r + 1);
+        RequestId(r)
+    }
+
+    /// If the wait table completed `req` synchronously, its action is already queued;
+    /// otherwise registers a waiter.
+    fn waited(&self, req: RequestId) -> Option<oneshot::Receiver<WaitAction>> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().insert(req, tx);
+        let mut waits = self.waits.borrow_mut();
+        let mut done = false;
+        let mut requeue = Vec::new();
+        while let Some(a) = waits.poll_action() {
+            let r = match &a {
+                WaitAction::GetReady { req, .. } | WaitAction::WaitReady { req, .. } => *req,
+            };
+            if r == req {
+                done = true;
+            } else {
+                requeue.push((r, a));
+            }
+        }
+        drop(waits);
+        for (r, a) in requeue {
+            if let Some(tx) = self.waiters.borrow_mut().remove(&r) {
+                let _ = tx.send(a);
+            }
+        }
+        if done {
+            self.waiters.borrow_mut().remove(&req);
+            None
+        } else {
+            Some(rx)
+        }
+    }
+
+    async fn await_wait(&self, req: RequestId, rx: oneshot::Receiver<WaitAction>, timeout_ms: i64) -> bool {
+        let done = if timeout_ms < 0 {
+            rx.await.is_ok()
+        } else {
+            let d = Duration::from_millis(timeout_ms as u64);
+            matches!(glommio::timer::timeout(d, async { Ok(rx.await) }).await, Ok(Ok(_)))
+        };
+        if !done {
+            self.waits.borrow_mut().cancel(req);
+            self.waiters.borrow_mut().remove(&req);
+        }
+        done
+    }
+
+    /// Waits until `n` of `ids` are sealed here or the timeout passes; returns (ready,
+    /// remaining). `call` lets another shard cancel it (`cancel_wait`).
+    pub async fn wait(
+        &self,
+        shard: &Rc<Shard>,
+        ids: &[ObjectId],
+        n: usize,
+        timeout_ms: i64,
+        call: Option<(ClientId, u64)>,
+    ) -> (Vec<ObjectId>, Vec<ObjectId>) {
+        let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
+        let ready_now = ids.len() - missing.len();
+        if ready_now < n.min(ids.len()) && timeout_ms != 0 {
+            super::transfer::request_pulls(shard, &missing);
+            let req = self.new_req();
+            let registered = {
+                let t = self.table.borrow();
+                self.waits.borrow_mut().handle_wait(Instant::now(), req, ids, n, None, |id| t.contains(id)).is_ok()
+            };
+            if registered {
+                if let Some(rx) = self.waited(req) {
+                    if let Some(c) = call {
+                        self.wait_calls.borrow_mut().insert(c, req);
+                    }
+                    self.await_wait(req, rx, timeout_ms).await;
+                    if let Some(c) = call {
+                        self.wait_calls.borrow_mut().remove(&c);
+                    }
+                }
+            }
+        }
+        let t = self.table.borrow();
+        let mut seen = std::collections::HashSet::new();
+        let (mut ready, mut remaining) = (Vec::new(), Vec::new());
+        for id in ids {
+            if !seen.insert(*id) {
+                continue;
+            }
+            if t.contains(id) {
+                ready.push(*id);
+            } else {
+                remaining.push(*id);
+            }
+        }
+        (ready, remaining)
+    }
+
+    /// Ends a pending cross-shard wait now.
+    pub fn cancel_wait(&self, call: (ClientId, u64)) {
+        let req = self.wait_calls.borrow_mut().remove(&call);
+        if let Some(req) = req {
+            self.waits.borrow_mut().cancel(req);
+            if let Some(tx) = self.waiters.borrow_mut().remove(&req) {
+                let _ = tx.send(WaitAction::WaitReady { req, ready: Vec::new(), remaining: Vec::new() });
+            }
+        }
+    }
+
+    async fn restore_spilled(&self, shard: &Rc<Shard>, ids: &[ObjectId]) {
+        let spilled: Vec<ObjectId> = {
+            let t = self.table.borrow();
+            ids.iter().filter(|id| t.entry(id).is_some_and(|e| e.state == ObjectState::SpilledOut)).copied().collect()
+        };
+        for id in spilled {
+            if let Err(e) = super::spilling::restore(shard, self, id).await {
+                tracing::warn!(%id, "restore failed: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! A client's view of a store segment: the descriptor received by `SCM_RIGHTS`, mapped
+//! shared, and bounds-checked slices into it for object reads (in place, zero-copy) and
+//! for writing an object this client created and has not sealed yet.
+
+use memmap2::MmapRaw;
+use std::os::fd::OwnedFd;
+
+/// Why a segment or range is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum SegmentError {
+    /// Mapping failed.
+    #[error("cannot map the store segment: {0}")]
+    Map(#[from] std::io::Error),
+    /// The raylet named a range outside the segment.
+    #[error("range [{offset}, +{len}) is outside the segment of {size} bytes")]
+    OutOfBounds {
+        /// Start.
+        offset: u64,
+        /// Length.
+        len: u64,
+        /// Segment size.
+        size: u64,
+    },
+}
+
+/// One mapped segment.
+#[derive(Debug)]
+pub struct Segment {
+    _fd: OwnedFd,
+    map: MmapRaw,
+}
+
+impl Segment {
+    /// Maps the whole of `fd`.
+    pub fn map(fd: OwnedFd) -> Result<Self, SegmentError> {
+        let map = MmapRaw::map_raw(&fd)?;
+        Ok(Self { _fd: fd, map })
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Whether the mapping is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.len() == 0
+    }
+
+    fn check(&self, offset: u64, len: u64) -> Result<(), SegmentError> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len() => Ok(()),
+            _ => Err(SegmentError::OutOfBounds { offset, len, size: self.len() }),
+        }
+    }
+
+    /// A sealed object's bytes, read in place.
+    pub fn bytes(&self, offset: u64, len: u64) -> Result<&[u8], SegmentError> {
+        self.check(offset, len)?;
+        // SAFETY: in bounds (checked above). The raylet names only sealed objects in a Get
+        // reply and keeps them allocated while this client holds its reference (until the
+        // view is released), so the range stays mapped, allocated and unmodified.
+        Ok(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset as usize), len as usize) })
+    }
+
+    /// The writable range of an object this client created and has not sealed.
+    #[allow(clippy::mut_from_ref)]
+    pub fn bytes_mut(&self, offset: u64, len: u64) -> Result<&mut [u8], SegmentError> {
+        self.check(offset, len)?;
+        // SAFETY: in bounds (checked above). The raylet hands an unsealed object's range to
+        // its creator alone; the client library hands it to one `ObjectWriter`, which is
+        // consumed by seal/abort, so the `&mut` is unique for its lifetime.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset as usize), len as usize) })
+    }
+}
