@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
-pub const RAYLET: &str = env!("CARGO_BIN_EXE_raylet");
+pub(crate) const RAYLET: &str = env!("CARGO_BIN_EXE_raylet");
 
 type Registry = Arc<Mutex<Vec<u32>>>;
 
@@ -27,7 +27,7 @@ thread_local! {
 
 /// Runs `body` with a hard deadline; past it every node the body started is SIGKILLed
 /// (their workers die with them) and the test fails.
-pub fn with_timeout<F: FnOnce() + Send + 'static>(limit: Duration, body: F) {
+pub(crate) fn with_timeout<F: FnOnce() + Send + 'static>(limit: Duration, body: F) {
     let registry: Registry = Arc::default();
     let reg = registry.clone();
     let (tx, rx) = mpsc::channel();
@@ -51,16 +51,15 @@ pub fn with_timeout<F: FnOnce() + Send + 'static>(limit: Duration, body: F) {
 
 /// Polls `probe` until it yields `Some`, backing off 5 ms → 100 ms; panics with the last
 /// observation after `limit`.
-pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<Option<T>, String>) -> T {
+pub(crate) fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Result<Option<T>, String>) -> T {
     let deadline = Instant::now() + limit;
     let mut delay = Duration::from_millis(5);
-    let mut last = String::from("(not probed)");
     loop {
-        match probe() {
+        let last = match probe() {
             Ok(Some(v)) => return v,
-            Ok(None) => last = "condition not met".into(),
-            Err(e) => last = e,
-        }
+            Ok(None) => "condition not met".to_string(),
+            Err(e) => e,
+        };
         assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}; last: {last}");
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(100));
@@ -68,48 +67,48 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Resul
 }
 
 /// One running node.
-pub struct Node {
+pub(crate) struct Node {
     child: Child,
     /// Its temp dir (sessions, logs).
-    pub dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
     /// NodeManagerService address.
-    pub node_manager: SocketAddr,
+    pub(crate) node_manager: SocketAddr,
     /// The GCS it uses.
-    pub gcs: SocketAddr,
+    pub(crate) gcs: SocketAddr,
     /// Hex node id.
-    pub node_id: String,
+    pub(crate) node_id: String,
     /// Local socket.
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// Session directory.
-    pub session_dir: PathBuf,
+    pub(crate) session_dir: PathBuf,
     /// The cluster auth token.
-    pub token: String,
+    pub(crate) token: String,
 }
 
 impl Node {
     /// The raylet's pid.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// SIGKILLs the raylet (its workers die with it) and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// A driver whose leases start at this node.
-    pub fn driver(&self) -> Driver {
+    pub(crate) fn driver(&self) -> Driver {
         Driver::new(self.node_manager, self.token.clone()).with_timeout(Duration::from_secs(20))
     }
 
     /// GetNodeStats of this node.
-    pub fn stats(&self) -> Result<GetNodeStatsReply, String> {
+    pub(crate) fn stats(&self) -> Result<GetNodeStatsReply, String> {
         self.driver().node_stats(self.node_manager).map_err(|e| e.to_string())
     }
 
     /// The tail of this node's stderr.
-    pub fn log_tail(&self, lines: usize) -> String {
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("stderr")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(lines).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -126,12 +125,12 @@ impl Drop for Node {
 }
 
 /// Starts a head node with `extra` flags.
-pub fn head(extra: &[&str]) -> Node {
+pub(crate) fn head(extra: &[&str]) -> Node {
     start(None, extra)
 }
 
 /// Starts a node joining `head`'s cluster.
-pub fn join(head: &Node, extra: &[&str]) -> Node {
+pub(crate) fn join(head: &Node, extra: &[&str]) -> Node {
     start(Some(head), extra)
 }
 
@@ -186,7 +185,7 @@ fn start(head: Option<&Node>, extra: &[&str]) -> Node {
 }
 
 /// `raylet status --format json` against `head`'s GCS.
-pub fn status(head: &Node) -> Result<Value, String> {
+pub(crate) fn status(head: &Node) -> Result<Value, String> {
     let out = Command::new(RAYLET)
         .args(["status", "--format", "json", "--address", &head.gcs.to_string()])
         .env("RAYLET_AUTH_TOKEN", &head.token)
@@ -198,14 +197,17 @@ pub fn status(head: &Node) -> Result<Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
+/// A status resource map; zero entries (a resource the node has none of) are dropped.
 fn resources(v: &Value) -> BTreeMap<String, f64> {
     v.as_object()
-        .map(|m| m.iter().map(|(k, q)| (k.clone(), q.as_f64().unwrap_or(f64::NAN))).collect())
+        .map(|m| {
+            m.iter().map(|(k, q)| (k.clone(), q.as_f64().unwrap_or(f64::NAN))).filter(|(_, q)| *q != 0.0).collect()
+        })
         .unwrap_or_default()
 }
 
 /// Waits until `raylet status` shows `alive` ALIVE nodes, each with available == total.
-pub fn wait_all_available(head: &Node, alive: usize, limit: Duration) {
+pub(crate) fn wait_all_available(head: &Node, alive: usize, limit: Duration) {
     wait_for("every node's available resources to equal its totals", limit, || {
         let s = status(head)?;
         let nodes: Vec<&Value> =
@@ -224,7 +226,7 @@ pub fn wait_all_available(head: &Node, alive: usize, limit: Duration) {
 }
 
 /// GetNodeStats' available == total on `node` (no lease or bundle holds anything).
-pub fn wait_node_idle(node: &Node, limit: Duration) {
+pub(crate) fn wait_node_idle(node: &Node, limit: Duration) {
     wait_for("the node's resources to be all available", limit, || {
         let s = node.stats()?;
         if s.resources_available != s.resources_total || s.num_granted_leases != 0 {
@@ -238,7 +240,7 @@ pub fn wait_node_idle(node: &Node, limit: Duration) {
 }
 
 /// Pids of live processes whose parent is `pid` (from /proc).
-pub fn children_of(pid: u32) -> Vec<u32> {
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
@@ -256,7 +258,7 @@ pub fn children_of(pid: u32) -> Vec<u32> {
 }
 
 /// Whether a process exists and is not a zombie.
-pub fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.split_whitespace().next() != Some("Z")))
