@@ -171,12 +171,12 @@ fn global_gc_reaches_workers_on_every_node() {
         let b = join(&a, &["--num-cpus", "1"]);
         wait_nodes(&a, 2);
         let mut d = a.driver();
-        let on_b = d
-            .request_lease(&LeaseOptions {
-                strategy: Strategy::NodeAffinity { node: node_id(&b), soft: false },
-                ..LeaseOptions::cpus(1.0)
-            })
-            .unwrap();
+        let to_b = LeaseOptions {
+            strategy: Strategy::NodeAffinity { node: node_id(&b), soft: false },
+            ..LeaseOptions::cpus(1.0)
+        };
+        // A hard affinity to a node A does not know yet is cancelled as unschedulable.
+        let on_b = wait_for("A to know B and lease there", T, || Ok(d.request_lease(&to_b).ok()));
         let on_a = d.request_lease(&LeaseOptions::cpus(1.0)).unwrap();
         assert_eq!(on_a.node_id, node_id(&a));
         let _: GlobalGcReply = d
