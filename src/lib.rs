@@ -10,11 +10,13 @@
 //! | an object's metadata and allocation | `hash(ObjectId) % N` ([`shard::route`]) |
 //! | a local connection and its client | the shard it was handed to at accept |
 //! | node-wide: clients, GCS session, peer directory, (head) GCS tables | shard 0 |
+//! | scheduling: resource ledger, lease queues, worker pool, bundles, agent ([`services::sched`]) | shard 0 |
 //! | RPC connections | the shard that accepted or opened them |
 //!
 //! ## Cross-shard call graph (a DAG)
 //!
-//! Shards 1..N call shard 0 (registration, node stats, shutdown); shard 0 calls every
+//! Shards 1..N call shard 0 (registration, node stats, shutdown, every scheduling-plane
+//! RPC as a typed `Req::Sched`); shard 0 calls every
 //! shard only from its own tasks (start/stop, stats gathering), never while serving a
 //! request that a shard i is awaiting, so no cycle of awaits can form.
 //!

@@ -374,28 +374,44 @@ impl Driver {
         Ok(out)
     }
 
-    fn return_with(&mut self, lease: &Lease, disconnect: bool, detail: &str) -> Result<(), RpcError> {
-        let req = ReturnWorkerRequest {
+    fn return_request(lease: &Lease, disconnect: bool, detail: &str) -> ReturnWorkerRequest {
+        ReturnWorkerRequest {
             worker_port: i32::from(lease.worker_address.port()),
             worker_id: lease.worker_id.to_vec(),
             disconnect_worker: disconnect,
             worker_exiting: false,
             disconnect_worker_error_detail: detail.to_string(),
             lease_id: lease.id.to_vec(),
-        };
+        }
+    }
+
+    /// Gives the worker back to the raylet that granted it (it stays for reuse) and waits
+    /// for the raylet's acknowledgement.
+    pub fn return_worker(&mut self, lease: &Lease) -> Result<(), RpcError> {
+        let req = Self::return_request(lease, false, "");
         let _: ReturnWorkerReply = self.nm(lease.raylet, node_manager_service::method::RETURN_WORKER, &req)?;
         Ok(())
     }
 
-    /// Gives the worker back to the raylet that granted it (it stays for reuse).
-    pub fn return_worker(&mut self, lease: &Lease) -> Result<(), RpcError> {
-        self.return_with(lease, false, "")
+    /// Gives the worker back without waiting for the acknowledgement (as Ray's owners
+    /// do): the request is written now and the raylet applies it before anything this
+    /// driver sends it later; an error reply shows up in [`Self::take_errors`].
+    pub fn return_worker_nowait(&mut self, lease: &Lease) -> Result<(), RpcError> {
+        let req = Self::return_request(lease, false, "");
+        self.conn(lease.raylet)?.send_nowait(node_manager_service::SERVICE_ID, node_manager_service::method::RETURN_WORKER, &req)
     }
 
     /// Gives the worker back and asks the raylet to destroy it.
     pub fn return_worker_and_kill(&mut self, lease: &Lease, detail: &str) -> Result<(), RpcError> {
         self.conns.remove(&lease.worker_address);
-        self.return_with(lease, true, detail)
+        let req = Self::return_request(lease, true, detail);
+        let _: ReturnWorkerReply = self.nm(lease.raylet, node_manager_service::method::RETURN_WORKER, &req)?;
+        Ok(())
+    }
+
+    /// Error replies to calls made without waiting ([`Self::return_worker_nowait`]).
+    pub fn take_errors(&mut self) -> Vec<RpcError> {
+        self.conns.values_mut().flat_map(RpcConn::take_errors).collect()
     }
 
     /// `GetNodeStats` of a raylet.

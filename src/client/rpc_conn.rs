@@ -1,18 +1,18 @@
 //! A blocking RPC connection for the driver API: one TCP stream, calls matched by id, and
 //! pipelining (send several requests, then collect the replies in any order).
 //!
-//! Unlike `rpc::BlockingClient` it reads a frame with two `read_exact`s instead of a
-//! buffered decoder and sets the socket timeout only when it changes, so a call costs one
-//! `write` and two `read`s. It never retries: lease and task calls are not idempotent from
+//! Unlike `rpc::BlockingClient` it reads through [`FrameStream`]'s buffer and sets the
+//! socket timeout only when it changes, so a call usually costs one `write` and one
+//! `read`. It never retries: lease and task calls are not idempotent from
 //! the caller's side, and the driver decides what a failure means. After any transport
 //! error the connection is dead; the owner drops it and connects anew.
 
-use super::wire_io::{read_frame, send_hello, write_frame, FrameIoError};
+use super::wire_io::{FrameIoError, FrameStream};
 use crate::rpc::frame::{FrameHeader, FrameKind, FrameLimits};
 use crate::rpc::{RpcError, Status};
 use crate::wire::rpc::RpcStatus;
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -23,9 +23,13 @@ const MAX_STASH: usize = 4096;
 #[derive(Debug)]
 pub struct RpcConn {
     addr: SocketAddr,
-    stream: TcpStream,
+    stream: FrameStream,
     next_call: u64,
     stash: HashMap<u64, Result<Vec<u8>, RpcError>>,
+    /// Calls sent with [`Self::send_nowait`]: their replies are dropped on arrival, their
+    /// errors kept in `errors`.
+    unawaited: HashSet<u64>,
+    errors: Vec<RpcError>,
     limits: FrameLimits,
     read_timeout: Option<Duration>,
     dead: bool,
@@ -51,14 +55,17 @@ impl RpcConn {
         stream.set_read_timeout(Some(timeout))?;
         let mut c = Self {
             addr,
-            stream,
+            stream: FrameStream::new(stream),
             next_call: 1,
             stash: HashMap::new(),
+            unawaited: HashSet::new(),
+            errors: Vec::new(),
             limits: FrameLimits::default(),
             read_timeout: Some(timeout),
             dead: false,
         };
-        match send_hello(&mut c.stream, token, &c.limits).map_err(io_err)? {
+        let limits = c.limits;
+        match c.stream.send_hello(token, &limits).map_err(io_err)? {
             Ok(()) => Ok(c),
             Err(why) => Err(RpcError::Handshake(format!("{addr}: {why}"))),
         }
@@ -87,7 +94,7 @@ impl RpcConn {
         let id = self.next_call;
         self.next_call += 1;
         let payload = req.encode_to_vec();
-        if let Err(e) = write_frame(&mut self.stream, FrameHeader::request(service, method, id, 0), &payload) {
+        if let Err(e) = self.stream.write_frame(FrameHeader::request(service, method, id, 0), &payload) {
             return self.fail(RpcError::Io(e.to_string()));
         }
         Ok(id)
@@ -107,11 +114,12 @@ impl RpcConn {
             return Err(RpcError::Closed(format!("{}: connection is dead", self.addr)));
         }
         if self.read_timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+            self.stream.stream().set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
             self.read_timeout = Some(timeout);
         }
         loop {
-            let (h, payload) = match read_frame(&mut self.stream, &self.limits) {
+            let limits = self.limits;
+            let (h, payload) = match self.stream.read_frame(&limits) {
                 Ok(f) => f,
                 Err(e) => {
                     let e = match io_err(e) {
@@ -132,10 +140,32 @@ impl RpcConn {
             if h.call_id == id {
                 return result;
             }
-            if h.call_id < self.next_call && self.stash.len() < MAX_STASH {
+            if self.unawaited.remove(&h.call_id) {
+                if let Err(e) = result {
+                    self.errors.push(e);
+                }
+            } else if h.call_id < self.next_call && self.stash.len() < MAX_STASH {
                 self.stash.insert(h.call_id, result);
             }
         }
+    }
+
+    /// Sends a request whose reply nobody waits for: it is read (and dropped) while a
+    /// later call on this connection waits; an error reply is kept for
+    /// [`Self::take_errors`]. Saves a round trip where the caller needs no answer.
+    pub fn send_nowait<Q: Message>(&mut self, service: u16, method: u16, req: &Q) -> Result<(), RpcError> {
+        let id = self.send(service, method, req)?;
+        if self.unawaited.len() >= MAX_STASH {
+            // Nobody reads this connection: stop tracking the oldest replies.
+            self.unawaited.clear();
+        }
+        self.unawaited.insert(id);
+        Ok(())
+    }
+
+    /// Error replies of [`Self::send_nowait`] calls seen so far.
+    pub fn take_errors(&mut self) -> Vec<RpcError> {
+        std::mem::take(&mut self.errors)
     }
 
     /// One call: send, then wait for its reply.

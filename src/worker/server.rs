@@ -11,7 +11,7 @@
 //! which `stats` reports.
 
 use super::store::Job;
-use crate::client::wire_io::{accept_hello, read_frame, write_frame};
+use crate::client::wire_io::FrameStream;
 use crate::ids::{ObjectId, WorkerId};
 use crate::rpc::frame::{FrameHeader, FrameKind, FrameLimits};
 use crate::rpc::Status;
@@ -63,14 +63,15 @@ impl Worker {
     }
 
     /// Serves one connection until it closes or sends garbage.
-    pub(super) fn serve(&self, mut s: TcpStream) {
+    pub(super) fn serve(&self, s: TcpStream) {
         let _ = s.set_nodelay(true);
+        let mut s = FrameStream::new(s);
         let limits = FrameLimits::default();
-        if !matches!(accept_hello(&mut s, &self.auth, &limits), Ok(true)) {
+        if !matches!(s.accept_hello(&self.auth, &limits), Ok(true)) {
             return;
         }
         loop {
-            let Ok((h, payload)) = read_frame(&mut s, &limits) else { return };
+            let Ok((h, payload)) = s.read_frame(&limits) else { return };
             if h.kind != FrameKind::Request {
                 return;
             }
@@ -83,7 +84,7 @@ impl Worker {
                 Ok(b) => (FrameKind::Response, b),
                 Err(st) => (FrameKind::Error, st.to_proto().encode_to_vec()),
             };
-            if write_frame(&mut s, FrameHeader::reply_to(&h, kind), &body).is_err() {
+            if s.write_frame(FrameHeader::reply_to(&h, kind), &body).is_err() {
                 return;
             }
             if self.exiting.load(SeqCst) {

@@ -5,11 +5,14 @@
 //! in-process) and fresh resource reports (from `gcs_sync`).
 //!
 //! `RemovePlacementGroup` replies once every raylet has confirmed its cancel, so a client
-//! that removes and creates back to back sees the resources free again.
+//! that removes and creates back to back sees the resources free again. Steps for the
+//! head's own node are direct calls into its scheduling plane (same shard), not RPCs. Steps for the
+//! head's own node are direct calls into its scheduling plane (same shard), not RPCs.
 
 use super::convert;
 use super::timer::{self, Rearm};
 use crate::ids::{NodeId, PlacementGroupId};
+use crate::logic::bundles::{BundleKey, BundleSpec};
 use crate::logic::gcs::pgs::{PgAction, PgConfig, PgInfo, PgSpec, PgState, PgTable};
 use crate::logic::lease::policy::NodeView;
 use crate::logic::pg_placement::PgStrategy;
@@ -115,15 +118,53 @@ impl GcsPlacementGroups {
         }
     }
 
-    /// Starts one 2PC RPC; a cancel's completion is returned.
+    /// The scheduling plane of this node when `node` is this node (the GCS and the node's
+    /// ledger share shard 0, so 2PC steps for this node are direct calls).
+    fn local_sched(&self, node: NodeId) -> Option<Rc<super::SchedService>> {
+        let shard = self.shard.upgrade()?;
+        if node != shard.node_id {
+            return None;
+        }
+        shard.node().map(|n| n.sched.clone())
+    }
+
+    /// Runs one 2PC step on this node's own ledger and feeds the result back at once.
+    fn run_local(&self, sched: &Rc<super::SchedService>, action: PgAction) {
+        let specs = |pg: PlacementGroupId, bundles: &[(i64, crate::logic::resources::ResourceSet)]| -> Vec<BundleSpec> {
+            bundles
+                .iter()
+                .map(|(index, r)| BundleSpec { key: BundleKey { pg, index: *index }, unit_resources: r.clone() })
+                .collect()
+        };
+        match action {
+            PgAction::Prepare { pg, attempt, node, bundles } => {
+                let ok = sched.prepare_bundles(&specs(pg, &bundles));
+                self.table.borrow_mut().handle_prepare_reply(Instant::now(), pg, attempt, node, ok);
+            }
+            PgAction::Commit { pg, attempt, node, bundles } => {
+                sched.commit_bundles(&specs(pg, &bundles));
+                self.table.borrow_mut().handle_commit_reply(Instant::now(), pg, attempt, node, true);
+            }
+            PgAction::CancelReserve { op, pg, bundle, .. } => {
+                sched.cancel_bundle(BundleKey { pg, index: bundle.0 });
+                self.table.borrow_mut().handle_cancel_reply(Instant::now(), op);
+            }
+            PgAction::Ready { .. } | PgAction::Removed { .. } => {}
+        }
+    }
+
+    /// Starts one 2PC RPC (or runs it in place for this node); a remote cancel's
+    /// completion is returned.
     fn send(self: &Rc<Self>, action: PgAction) -> Option<oneshot::Receiver<()>> {
         let (done_tx, done_rx) = oneshot::channel();
         let node = match &action {
-            PgAction::Prepare { node, .. } | PgAction::Commit { node, .. } | PgAction::CancelReserve { node, .. } => {
-                *node
-            }
+            PgAction::Prepare { node, .. } | PgAction::Commit { node, .. } | PgAction::CancelReserve { node, .. } => *node,
             PgAction::Ready { .. } | PgAction::Removed { .. } => return None,
         };
+        if let Some(sched) = self.local_sched(node) {
+            self.run_local(&sched, action);
+            return None;
+        }
         let is_cancel = matches!(action, PgAction::CancelReserve { .. });
         let me = self.clone();
         let addr = self.addr_of(node);
