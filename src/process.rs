@@ -153,14 +153,11 @@ pub fn signal(pid: u32, how: Kill) -> io::Result<()> {
 }
 
 /// For a child process: dies with SIGKILL when the thread that spawned it (the raylet's
-/// blocking pool, alive as long as the raylet) goes away, and exits at once if the
-/// raylet is already gone.
+/// blocking pool, alive as long as the raylet) goes away. (A raylet that died before this
+/// call leaves no socket to register on, so the child exits on its own.)
 pub fn die_with_parent() {
     if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
         tracing::debug!("cannot set the parent-death signal: {e}");
-    }
-    if nix::unistd::getppid().as_raw() == 1 {
-        std::process::exit(1);
     }
 }
 

@@ -398,7 +398,11 @@ impl Driver {
     /// driver sends it later; an error reply shows up in [`Self::take_errors`].
     pub fn return_worker_nowait(&mut self, lease: &Lease) -> Result<(), RpcError> {
         let req = Self::return_request(lease, false, "");
-        self.conn(lease.raylet)?.send_nowait(node_manager_service::SERVICE_ID, node_manager_service::method::RETURN_WORKER, &req)
+        self.conn(lease.raylet)?.send_nowait(
+            node_manager_service::SERVICE_ID,
+            node_manager_service::method::RETURN_WORKER,
+            &req,
+        )
     }
 
     /// Gives the worker back and asks the raylet to destroy it.

@@ -72,6 +72,8 @@ pub struct LeaseRequest {
     pub job: JobId,
     /// The worker or driver that asked (its death cancels its leases), if known.
     pub owner: Option<WorkerId>,
+    /// The node the owner runs on (its death cancels the leases too), if known.
+    pub owner_node: Option<NodeId>,
     /// What the lease holds while granted; bundle leases use the formatted names.
     pub resources: ResourceSet,
     /// Where it may run.
@@ -394,6 +396,16 @@ impl LeaseQueue {
         self.schedule();
     }
 
+    /// Node `node` died: leases whose owner ran there go as with
+    /// [`Self::handle_owner_gone`], and the node leaves the view.
+    pub fn handle_node_dead(&mut self, node: NodeId) {
+        self.revoke_where(CancelReason::Intended, |r| r.owner_node == Some(node));
+        if node != self.view.local {
+            self.view.nodes.remove(&node);
+        }
+        self.schedule();
+    }
+
     // ----- resource and cluster inputs -----
 
     /// Local resources changed through [`Self::resources_mut`]: refresh and schedule.
@@ -410,13 +422,6 @@ impl LeaseQueue {
         }
         self.view.nodes.insert(node, view);
         self.schedule();
-    }
-
-    /// A remote node died or left: it is never chosen again.
-    pub fn handle_node_removed(&mut self, node: NodeId) {
-        if node != self.view.local && self.view.nodes.remove(&node).is_some() {
-            self.schedule();
-        }
     }
 
     // ----- getters -----

@@ -299,9 +299,9 @@ impl Scheduler {
         self.pump(now);
     }
 
-    /// A remote node left.
+    /// A remote node left: it is never chosen again, and leases owned from it go.
     pub fn handle_node_removed(&mut self, now: Instant, node: NodeId) {
-        self.queue.handle_node_removed(node);
+        self.queue.handle_node_dead(node);
         self.pump(now);
     }
 

@@ -112,6 +112,13 @@ pub(super) fn lease_request(req: &RequestWorkerLeaseRequest) -> Result<LeaseRequ
         .map(|a| WorkerId::from_bytes(&a.worker_id))
         .transpose()
         .map_err(|e| bad(e.to_string()))?;
+    let owner_node = spec
+        .caller_address
+        .as_ref()
+        .filter(|a| !a.node_id.is_empty())
+        .map(|a| NodeId::from_bytes(&a.node_id))
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?;
     let strategy = match SchedulingStrategyKind::try_from(spec.strategy) {
         Ok(SchedulingStrategyKind::Default) => Strategy::Default,
         Ok(SchedulingStrategyKind::Spread) => Strategy::Spread,
@@ -129,7 +136,7 @@ pub(super) fn lease_request(req: &RequestWorkerLeaseRequest) -> Result<LeaseRequ
     if let Some(key) = bundle {
         resources = rewrite_for_bundle(&resources, key);
     }
-    Ok(LeaseRequest { id, job, owner, resources, strategy, bundle, grant_or_reject: req.grant_or_reject })
+    Ok(LeaseRequest { id, job, owner, owner_node, resources, strategy, bundle, grant_or_reject: req.grant_or_reject })
 }
 
 /// Ray's failure type for a cancel reason.

@@ -130,12 +130,13 @@ impl GcsPlacementGroups {
 
     /// Runs one 2PC step on this node's own ledger and feeds the result back at once.
     fn run_local(&self, sched: &Rc<super::SchedService>, action: PgAction) {
-        let specs = |pg: PlacementGroupId, bundles: &[(i64, crate::logic::resources::ResourceSet)]| -> Vec<BundleSpec> {
-            bundles
-                .iter()
-                .map(|(index, r)| BundleSpec { key: BundleKey { pg, index: *index }, unit_resources: r.clone() })
-                .collect()
-        };
+        let specs =
+            |pg: PlacementGroupId, bundles: &[(i64, crate::logic::resources::ResourceSet)]| -> Vec<BundleSpec> {
+                bundles
+                    .iter()
+                    .map(|(index, r)| BundleSpec { key: BundleKey { pg, index: *index }, unit_resources: r.clone() })
+                    .collect()
+            };
         match action {
             PgAction::Prepare { pg, attempt, node, bundles } => {
                 let ok = sched.prepare_bundles(&specs(pg, &bundles));
@@ -158,7 +159,9 @@ impl GcsPlacementGroups {
     fn send(self: &Rc<Self>, action: PgAction) -> Option<oneshot::Receiver<()>> {
         let (done_tx, done_rx) = oneshot::channel();
         let node = match &action {
-            PgAction::Prepare { node, .. } | PgAction::Commit { node, .. } | PgAction::CancelReserve { node, .. } => *node,
+            PgAction::Prepare { node, .. } | PgAction::Commit { node, .. } | PgAction::CancelReserve { node, .. } => {
+                *node
+            }
             PgAction::Ready { .. } | PgAction::Removed { .. } => return None,
         };
         if let Some(sched) = self.local_sched(node) {

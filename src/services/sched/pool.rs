@@ -70,6 +70,11 @@ impl Processes {
         self.by_pid.borrow().contains_key(&pid)
     }
 
+    /// The live child started for worker token `token`.
+    pub(super) fn pid_of_token(&self, token: i64) -> Option<u32> {
+        self.by_pid.borrow().iter().find(|(_, c)| **c == Child::Worker(token)).map(|(p, _)| *p)
+    }
+
     /// SIGKILLs every child (node stop).
     pub(super) fn kill_all(&self) {
         for pid in self.by_pid.borrow().keys() {
@@ -129,13 +134,30 @@ impl SchedService {
     }
 
     /// Kills a worker process: SIGKILL when forced, else SIGTERM and SIGKILL after the
-    /// configured timeout if it has not exited by then.
+    /// configured timeout if it has not exited by then. Only live children of this node
+    /// are signalled: the pid a worker reported at registration is trusted only if it is
+    /// one; otherwise the process started for the worker's token is the one killed.
     pub(super) fn kill_worker(self: &Rc<Self>, pid: u32, worker: Option<WorkerId>, force: bool) {
-        tracing::debug!(pid, ?worker, force, "killing worker process");
-        self.kill_pid(pid, force);
+        let target = if self.procs.is_alive(pid) {
+            Some(pid)
+        } else {
+            let token = worker.and_then(|w| self.core.borrow().pool().worker(w)).map(|w| w.token);
+            token.and_then(|t| self.procs.pid_of_token(t))
+        };
+        match target {
+            Some(pid) => {
+                tracing::debug!(pid, ?worker, force, "killing worker process");
+                self.kill_pid(pid, force);
+            }
+            None => tracing::debug!(pid, ?worker, "worker process already gone"),
+        }
     }
 
-    pub(super) fn kill_pid(self: &Rc<Self>, pid: u32, force: bool) {
+    /// Signals a live child (see [`Self::kill_worker`]); unknown pids are left alone.
+    fn kill_pid(self: &Rc<Self>, pid: u32, force: bool) {
+        if !self.procs.is_alive(pid) {
+            return;
+        }
         let first = if force { Kill::Kill } else { Kill::Term };
         if let Err(e) = process::signal(pid, first) {
             tracing::warn!(pid, "cannot signal process: {e}");
@@ -184,7 +206,7 @@ impl SchedService {
                 Ok(reply) => reply.success,
                 Err(e) => {
                     tracing::debug!(%worker, "Exit RPC failed ({e}); killing the process");
-                    me.kill_pid(pid, false);
+                    me.kill_worker(pid, Some(worker), false);
                     true
                 }
             };
@@ -237,8 +259,8 @@ impl SchedService {
             ClientKind::Worker => {
                 // The pool forgets it now; a process that outlives its connection is ended.
                 let pid = self.core.borrow().pool().worker(worker).map(|w| w.pid);
-                if let Some(pid) = pid.filter(|p| self.procs.is_alive(*p)) {
-                    self.kill_pid(pid, false);
+                if let Some(pid) = pid {
+                    self.kill_worker(pid, Some(worker), false);
                 }
                 self.core.borrow_mut().handle_exit(now, ExitedProcess::Worker(worker));
             }

@@ -42,6 +42,7 @@ fn req(n: u32, res: &[(&str, f64)]) -> LeaseRequest {
         id: lid(n),
         job: JobId([0, 0, 0, 1]),
         owner: None,
+        owner_node: None,
         resources: rs(res),
         strategy: Strategy::Default,
         bundle: None,
@@ -426,7 +427,7 @@ fn the_local_view_is_never_overwritten_from_outside() {
     let mut q = queue(&[(CPU, 4.0)]);
     q.handle_node_update(nid(LOCAL), remote(&[(CPU, 1.0)], &[]));
     assert_eq!(q.view().nodes[&nid(LOCAL)].total, rs(&[(CPU, 4.0)]));
-    q.handle_node_removed(nid(LOCAL));
+    q.handle_node_dead(nid(LOCAL));
     assert!(q.view().nodes.contains_key(&nid(LOCAL)));
 }
 
@@ -435,7 +436,7 @@ fn a_removed_node_is_not_chosen_again() {
     let t = Instant::now();
     let mut q = queue(&[(CPU, 1.0)]);
     q.handle_node_update(nid(2), remote(&[(CPU, 8.0)], &[(CPU, 8.0)]));
-    q.handle_node_removed(nid(2));
+    q.handle_node_dead(nid(2));
     q.handle_request(t, req(1, &[(CPU, 8.0)]));
     assert_eq!(drain(&mut q), vec![LeaseAction::Infeasible { lease: lid(1) }]);
 }
@@ -468,4 +469,31 @@ fn spread_leases_round_robin_over_nodes() {
     let spilled = placed.iter().filter(|a| matches!(a, LeaseAction::Spillback { .. })).count();
     let local = placed.iter().filter(|a| matches!(a, LeaseAction::PopWorker { .. })).count();
     assert_eq!((spilled, local), (2, 2), "{placed:?}");
+}
+
+#[test]
+fn a_dead_node_takes_its_owners_leases_with_it() {
+    let t = Instant::now();
+    let mut q = queue(&[(CPU, 1.0)]);
+    q.handle_node_update(nid(3), remote(&[(CPU, 1.0)], &[]));
+    let mut r1 = req(1, &[(CPU, 1.0)]);
+    r1.owner_node = Some(nid(3));
+    q.handle_request(t, r1);
+    drain(&mut q);
+    q.handle_worker_assigned(lid(1), wid(9));
+    let mut r2 = req(2, &[(CPU, 1.0)]);
+    r2.owner_node = Some(nid(3));
+    q.handle_request(t, r2);
+    q.handle_request(t, req(3, &[(CPU, 1.0)]));
+    drain(&mut q);
+    q.handle_node_dead(nid(3));
+    assert_eq!(
+        drain(&mut q),
+        vec![
+            LeaseAction::DestroyWorker { lease: lid(1), worker: wid(9) },
+            cancelled(2, CancelReason::Intended),
+            pop(3),
+        ]
+    );
+    assert!(!q.view().nodes.contains_key(&nid(3)));
 }

@@ -44,6 +44,7 @@ fn req(n: u32, res: &[(&str, f64)]) -> LeaseRequest {
         id: lid(n),
         job: JOB,
         owner: None,
+        owner_node: None,
         resources: rs(res),
         strategy: Strategy::Default,
         bundle: None,
