@@ -65,6 +65,10 @@ pub struct NodeConfig {
     pub sched: SchedConfig,
     /// A pull with no copy anywhere fails after this long.
     pub fetch_timeout: Duration,
+    /// Test knob, not on the CLI: shard `i` (i >= 1) reports a failed start after binding
+    /// its listeners, so tests can check that a failed start unwinds the other shards
+    /// without hanging (`tests/shard_start.rs`). `None` in every real configuration.
+    pub fail_start_on_shard: Option<usize>,
 }
 
 /// Scheduling-plane settings (RAY-NOTES.md §12.6, §12.3).
@@ -149,6 +153,7 @@ impl NodeConfig {
             node_name: String::new(),
             sched: SchedConfig::default(),
             fetch_timeout: Duration::from_secs(60),
+            fail_start_on_shard: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// raylet: a thread-per-core re-implementation of Ray's per-node daemon.
 #[derive(Debug, Parser)]
-#[command(name = "raylet", version, about)]
+#[command(name = "raylet", version, about, args_override_self = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

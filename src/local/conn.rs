@@ -11,14 +11,14 @@
 //! through it (references, unsealed objects) is released on every shard it touched.
 
 use super::codec::{self, ClientKind, CodecError, LocalMessage, HEADER_LEN};
-use super::writer::{LocalOut, LocalSenderQ};
+use super::writer::{LocalOut, LocalWriter};
 use crate::ids::{ShardId, WorkerId};
 use crate::logic::objects::ClientId;
 use crate::metrics::ErrorKind;
 use crate::rpc::conn::split_local;
 use crate::shard::msg::{Rep, Req};
 use crate::shard::Shard;
-use futures_lite::{AsyncRead, AsyncReadExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
 use glommio::net::UnixStream;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -106,21 +106,25 @@ impl Conn {
         let (mut r, w) = split_local(stream);
         let metrics = self.shard.metrics.clone();
         let me = self.shard.id.index();
-        let tx = super::writer::spawn(w, self.sock, move || {
+        let mut tx = LocalWriter::new(w, self.sock, move || {
             metrics.shard(me).local_frames_out.fetch_add(1, Relaxed);
         });
         let max = self.shard.cfg.max_local_frame;
         loop {
             let Some(msg) = read_message(&mut r, max).await? else { return Ok(()) };
             self.shard.metrics.shard(me).local_frames_in.fetch_add(1, Relaxed);
-            if !self.handle(msg, &tx).await? {
+            if !self.handle(msg, &mut tx).await? {
                 return Ok(());
             }
         }
     }
 
     /// Handles one message; `Ok(false)` ends the connection gracefully.
-    async fn handle(&mut self, msg: LocalMessage, tx: &LocalSenderQ) -> Result<bool, Failure> {
+    async fn handle<W: AsyncWrite + Unpin>(
+        &mut self,
+        msg: LocalMessage,
+        tx: &mut LocalWriter<W>,
+    ) -> Result<bool, Failure> {
         if self.kind == SocketKind::Shard && self.registered.is_none() && !matches!(msg, LocalMessage::Attach { .. }) {
             return Err((ErrorKind::LocalBadFrame, "a per-shard connection must start with Attach".into()));
         }
@@ -191,12 +195,7 @@ impl Conn {
             }
             LocalMessage::Disconnect { kind, detail } => {
                 self.cleanup(&format!("disconnect ({kind:?}): {detail}")).await;
-                let (done_tx, done_rx) = futures_channel::oneshot::channel();
-                let mut f = LocalOut::frame(codec::encode(&LocalMessage::DisconnectReply));
-                f.done = Some(done_tx);
-                if tx.send(f).await {
-                    let _ = done_rx.await;
-                }
+                tx.send(LocalOut::frame(codec::encode(&LocalMessage::DisconnectReply))).await;
                 Ok(false)
             }
             m @ (LocalMessage::Create { .. }

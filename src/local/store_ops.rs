@@ -4,12 +4,13 @@
 
 use super::codec::{self, LocalMessage, ObjectSpec, StoreError};
 use super::conn::{Conn, Failure};
-use super::writer::{LocalOut, LocalSenderQ};
+use super::writer::{LocalOut, LocalWriter};
 use crate::ids::{ObjectId, ShardId};
 use crate::metrics::ErrorKind;
 use crate::services::objects::msg::{ObjRep, ObjReq, OpResult, StoreOp};
 use crate::shard::msg::{Rep, Req};
 use crate::shard::route::owner_of_object;
+use futures_lite::AsyncWrite;
 use std::collections::BTreeMap;
 
 impl Conn {
@@ -33,7 +34,7 @@ impl Conn {
         crate::services::objects::local_store(&self.shard).map(|s| s.arena.len()).unwrap_or(0)
     }
 
-    async fn reply(&mut self, tx: &LocalSenderQ, m: LocalMessage, names_segment: bool) {
+    async fn reply<W: AsyncWrite + Unpin>(&mut self, tx: &mut LocalWriter<W>, m: LocalMessage, names_segment: bool) {
         let mut out = LocalOut::frame(codec::encode(&m));
         if names_segment && !self.fd_sent {
             if let Some(store) = crate::services::objects::local_store(&self.shard) {
@@ -45,7 +46,11 @@ impl Conn {
     }
 
     /// Handles one store request.
-    pub(super) async fn store_op(&mut self, m: LocalMessage, tx: &LocalSenderQ) -> Result<(), Failure> {
+    pub(super) async fn store_op<W: AsyncWrite + Unpin>(
+        &mut self,
+        m: LocalMessage,
+        tx: &mut LocalWriter<W>,
+    ) -> Result<(), Failure> {
         let unexpected = |r: OpResult| (ErrorKind::LocalIo, format!("unexpected store reply {r:?}"));
         match m {
             LocalMessage::Create { id, data_size, metadata_size, primary } => {

@@ -1,12 +1,9 @@
-//! The ordered writer of one local connection. Replies from concurrent handlers go
-//! through one bounded queue so frames never interleave; a frame that names a segment the
-//! client has not seen yet carries the segment's descriptor (`SCM_RIGHTS` on a one-off
-//! `sendmsg`, since io_uring cannot pass descriptors on Unix sockets).
+//! The writer of one local connection. A frame that names a segment the client has not
+//! seen yet carries the segment's descriptor (`SCM_RIGHTS` on a one-off `sendmsg`, since
+//! io_uring cannot pass descriptors on Unix sockets).
 
 use futures_lite::{AsyncWrite, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::os::unix::io::RawFd;
-use std::rc::Rc;
 use std::time::Duration;
 
 /// One frame to write.
@@ -16,45 +13,46 @@ pub struct LocalOut {
     pub bytes: Vec<u8>,
     /// A descriptor to pass with it.
     pub pass_fd: Option<RawFd>,
-    /// Told when the frame has been written (or failed).
-    pub done: Option<futures_channel::oneshot::Sender<bool>>,
 }
 
 impl LocalOut {
     /// A plain frame.
     pub fn frame(bytes: Vec<u8>) -> Self {
-        Self { bytes, pass_fd: None, done: None }
+        Self { bytes, pass_fd: None }
     }
 }
 
-/// Queue side of the writer.
-#[derive(Debug, Clone)]
-pub struct LocalSenderQ(Rc<LocalSender<LocalOut>>);
+/// Writes a connection's frames in order. The connection's task handles one request at
+/// a time, so it writes each reply itself: no queue, no extra task switch per reply.
+pub struct LocalWriter<W> {
+    w: W,
+    sock: RawFd,
+    on_frame: Box<dyn Fn()>,
+    broken: bool,
+}
 
-impl LocalSenderQ {
-    /// Queues a frame; false if the connection is gone.
-    pub async fn send(&self, f: LocalOut) -> bool {
-        self.0.send(f).await.is_ok()
+impl<W> std::fmt::Debug for LocalWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalWriter").field("sock", &self.sock).field("broken", &self.broken).finish()
     }
 }
 
-/// Starts the writer task for the socket `sock` (whose write half is `w`).
-pub fn spawn<W: AsyncWrite + Unpin + 'static>(mut w: W, sock: RawFd, on_frame: impl Fn() + 'static) -> LocalSenderQ {
-    let (tx, rx): (LocalSender<LocalOut>, LocalReceiver<LocalOut>) = local_channel::new_bounded(256);
-    glommio::spawn_local(async move {
-        while let Some(f) = rx.recv().await {
-            let ok = write_one(&mut w, sock, &f).await.is_ok();
-            on_frame();
-            if let Some(d) = f.done {
-                let _ = d.send(ok);
-            }
-            if !ok {
-                break;
-            }
+impl<W: AsyncWrite + Unpin> LocalWriter<W> {
+    /// A writer for the socket `sock`, whose write half is `w`.
+    pub fn new(w: W, sock: RawFd, on_frame: impl Fn() + 'static) -> Self {
+        Self { w, sock, on_frame: Box::new(on_frame), broken: false }
+    }
+
+    /// Writes one frame; false once the connection is broken.
+    pub async fn send(&mut self, f: LocalOut) -> bool {
+        if self.broken {
+            return false;
         }
-    })
-    .detach();
-    LocalSenderQ(Rc::new(tx))
+        let ok = write_one(&mut self.w, self.sock, &f).await.is_ok();
+        (self.on_frame)();
+        self.broken = !ok;
+        ok
+    }
 }
 
 async fn write_one<W: AsyncWrite + Unpin>(w: &mut W, sock: RawFd, f: &LocalOut) -> std::io::Result<()> {

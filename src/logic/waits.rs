@@ -96,14 +96,20 @@ struct Pending {
     ids: Vec<ObjectId>,
     /// The subset of `ids` present now.
     ready: BTreeSet<ObjectId>,
+    /// Objects that can no longer become ready (their fetch failed).
+    failed: BTreeSet<ObjectId>,
     deadline: Option<Instant>,
 }
 
 impl Pending {
     fn is_complete(&self) -> bool {
         match self.kind {
-            Kind::Get => self.ready.len() == self.ids.len(),
-            Kind::Wait { num_required } => self.ready.len() >= num_required.min(self.ids.len()),
+            Kind::Get => self.ready.len() + self.failed.len() >= self.ids.len(),
+            Kind::Wait { num_required } => {
+                let need = num_required.min(self.ids.len());
+                let still_possible = self.ids.len() - self.failed.len();
+                self.ready.len() >= need || still_possible < need
+            }
         }
     }
 
@@ -194,6 +200,27 @@ impl WaitTable {
         }
     }
 
+    /// `id` can no longer become ready here (its fetch failed): requests that can now never
+    /// complete normally finish at once, reporting it missing/remaining.
+    pub fn handle_failed(&mut self, id: &ObjectId) {
+        let Some(reqs) = self.by_object.get(id) else {
+            return;
+        };
+        let mut done = Vec::new();
+        for req in reqs {
+            let p = self.requests.get_mut(req).expect("object index names a pending request");
+            if !p.ready.contains(id) {
+                p.failed.insert(*id);
+            }
+            if p.is_complete() {
+                done.push(*req);
+            }
+        }
+        for req in done {
+            self.finish(req);
+        }
+    }
+
     /// Answers every request whose deadline is at or before `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(deadline, req)) = self.deadlines.first() {
@@ -250,7 +277,7 @@ impl WaitTable {
         let ids: Vec<ObjectId> = ids.iter().copied().filter(|id| seen.insert(*id)).collect();
         let ready: BTreeSet<ObjectId> = ids.iter().copied().filter(|id| present(id)).collect();
         let deadline = timeout.and_then(|t| now.checked_add(t));
-        let p = Pending { kind, ids, ready, deadline };
+        let p = Pending { kind, ids, ready, failed: BTreeSet::new(), deadline };
         if p.is_complete() || timeout == Some(Duration::ZERO) {
             self.actions.push_back(p.into_action(req));
             return Ok(());

@@ -63,8 +63,11 @@ impl BlockingClient {
         let (h, p) = match res {
             Ok(x) => x,
             Err(e) => {
+                // A transport failure during the hello (e.g. the peer is restarting) is a
+                // closed connection, which idempotent calls retry; only a refusal below is
+                // a `Handshake` error.
                 self.stream = None;
-                return Err(RpcError::Handshake(e.to_string()));
+                return Err(RpcError::Closed(format!("{} during the hello: {e}", self.addr)));
             }
         };
         let ok = h.kind == FrameKind::HelloAck && HelloAck::decode(p.as_slice()).map(|a| a.ok).unwrap_or(false);
@@ -105,12 +108,43 @@ impl BlockingClient {
     }
 
     fn call_once(&mut self, service: u16, method: u16, payload: &[u8], deadline: Instant) -> Result<Vec<u8>, RpcError> {
+        self.call_frame(service, method, payload, &[], deadline)
+    }
+
+    /// One call whose request frame carries `trailer` raw bytes after the payload.
+    pub fn call_with_trailer(
+        &mut self,
+        service: u16,
+        method: u16,
+        payload: &[u8],
+        trailer: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        self.call_frame(service, method, payload, trailer, Instant::now() + timeout)
+    }
+
+    /// Writes raw bytes on the connection (connecting first): for tests that cut a frame.
+    pub fn write_raw(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), RpcError> {
+        self.ensure(Instant::now() + timeout)?;
+        self.write(bytes)
+    }
+
+    fn call_frame(
+        &mut self,
+        service: u16,
+        method: u16,
+        payload: &[u8],
+        trailer: &[u8],
+        deadline: Instant,
+    ) -> Result<Vec<u8>, RpcError> {
         self.ensure(deadline)?;
         let id = self.next_call;
         self.next_call += 1;
         let left = deadline.saturating_duration_since(Instant::now());
         let header = FrameHeader::request(service, method, id, left.as_millis().min(u32::MAX as u128) as u32);
-        let result = self.write(&encode_frame(header, payload, 0)).and_then(|_| loop {
+        let mut frame = encode_frame(header, payload, trailer.len() as u32);
+        frame.extend_from_slice(trailer);
+        let result = self.write(&frame).and_then(|_| loop {
             let (h, p) = self.read_frame(deadline)?;
             if h.call_id != id {
                 continue; // a late reply to an earlier call that timed out
@@ -136,7 +170,9 @@ impl BlockingClient {
         let mut backoff = Duration::from_millis(20);
         loop {
             match self.call_once(service, method, payload, deadline) {
-                Err(e) if opts.idempotent && (e.is_retryable() || matches!(e, RpcError::Handshake(_))) => {
+                // A refused hello (wrong token or version) is a verdict, not a transient
+                // failure: retrying it would only repeat the refusal until the deadline.
+                Err(e) if opts.idempotent && e.is_retryable() => {
                     if deadline.saturating_duration_since(Instant::now()) <= backoff {
                         return Err(e);
                     }

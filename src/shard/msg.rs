@@ -14,6 +14,9 @@ pub struct StartInfo {
     pub node_manager_port: u16,
     /// ObjectManagerService port.
     pub object_manager_port: u16,
+    /// The GCS this node uses (the head's own once bound), so every shard can answer
+    /// GetGcsServerAddress.
+    pub gcs_address: Option<std::net::SocketAddr>,
 }
 
 /// A request from one shard to another.

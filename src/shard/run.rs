@@ -114,8 +114,13 @@ impl Shard {
     /// Binds this shard's TCP listeners and starts serving them.
     fn start_listeners(self: &Rc<Self>, info: StartInfo) -> std::io::Result<()> {
         let ip = self.cfg.node_ip;
-        let nm = TcpListener::bind(SocketAddr::new(ip, info.node_manager_port))?;
-        let om = TcpListener::bind(SocketAddr::new(ip, info.object_manager_port))?;
+        // Name the port in the error: "address in use" alone does not say which one.
+        let bind = |what: &str, port: u16| {
+            let addr = SocketAddr::new(ip, port);
+            TcpListener::bind(addr).map_err(|e| std::io::Error::other(format!("{what} port {addr}: {e}")))
+        };
+        let nm = bind("node manager", info.node_manager_port)?;
+        let om = bind("object manager", info.object_manager_port)?;
         let bulk =
             glommio::executor().create_task_queue(glommio::Shares::Static(250), glommio::Latency::NotImportant, "bulk");
         self.bulk.set(Some(bulk));
@@ -228,13 +233,17 @@ pub async fn run_shard(
             }
         })
     }));
+    // Register for `Stop` before the receivers exist: glommio's `spawn_local` polls a new
+    // task at once, so a receiver may serve a queued `Start` and `Stop` before this task
+    // runs another line, and a `Stop` seen with no one registered would be lost.
+    let stopped = (index != 0).then(|| mesh.on_stopped());
     let receivers = run_receivers(&mesh, receivers);
-    let code = if index == 0 {
-        run_coordinator(&shard, process).await
-    } else {
-        let stopped = mesh.on_stopped();
-        let _ = stopped.await;
-        0
+    let code = match stopped {
+        None => run_coordinator(&shard, process).await,
+        Some(stopped) => {
+            let _ = stopped.await;
+            0
+        }
     };
     shard.stop_tasks();
     mesh.close();
@@ -246,7 +255,11 @@ pub async fn run_shard(
 pub(crate) fn handle_start(shard: &Rc<Shard>, info: StartInfo, arena: Arc<Arena>) -> Rep {
     shard.ports.set(Some(info));
     *shard.objects.borrow_mut() = Some(crate::services::objects::store::ShardStore::new(shard, arena));
+    shard.gcs_address.set(info.gcs_address);
     match shard.start_listeners(info) {
+        Ok(()) if shard.cfg.fail_start_on_shard == Some(shard.id.index()) => {
+            Rep::Started(Err(format!("shard {}: start failed (fail_start_on_shard test knob)", shard.id)))
+        }
         Ok(()) => {
             shard.start_periodic();
             Rep::Started(Ok(()))
@@ -314,12 +327,15 @@ async fn start_node(shard: &Rc<Shard>) -> Result<usize, (usize, String)> {
             .map_err(|e| (0, format!("node manager port: {e}")))?,
         object_manager_port: resolve_port(ip, shard.cfg.object_manager_port)
             .map_err(|e| (0, format!("object manager port: {e}")))?,
+        gcs_address: shard.cfg.gcs_address,
     };
     shard.ports.set(Some(info));
     let arena = create_arena(shard).await.map_err(|e| (0, e))?;
     *shard.objects.borrow_mut() = Some(crate::services::objects::store::ShardStore::new(shard, arena.clone()));
     let node = crate::services::node::NodeServices::create(shard).await.map_err(|e| (0, e))?;
     *shard.node.borrow_mut() = Some(node.clone());
+    let info = StartInfo { gcs_address: node.gcs_addr(), ..info };
+    shard.ports.set(Some(info));
     shard.start_listeners(info).map_err(|e| (0, format!("listeners: {e}")))?;
     for i in 1..shard.n {
         match shard.mesh.call(ShardId(i as u16), Req::Start(info, arena.clone())).await {

@@ -32,6 +32,7 @@ pub mod rpc {
     non_snake_case,
     unsafe_op_in_unsafe_fn,
     mismatched_lifetime_syntaxes,
+    clippy::use_self,
     missing_debug_implementations
 )]
 #[path = "generated/worker_generated.rs"]

@@ -223,3 +223,30 @@ fn events_for_unwatched_objects_are_ignored() {
     w.handle_timeout(t0());
     assert!(drain(&mut w).is_empty());
 }
+
+#[test]
+fn a_failed_fetch_ends_a_get_at_once_reporting_the_object_missing() {
+    let (a, b) = (ObjectId([1; 28]), ObjectId([2; 28]));
+    let mut w = WaitTable::new();
+    let now = Instant::now();
+    w.handle_get(now, RequestId(1), &[a, b], None, |id| *id == a).unwrap();
+    assert!(w.poll_action().is_none());
+    w.handle_failed(&b);
+    assert_eq!(w.poll_action(), Some(WaitAction::GetReady { req: RequestId(1), found: vec![a], missing: vec![b] }));
+    assert_eq!(w.pending(), 0);
+}
+
+#[test]
+fn a_wait_ends_once_its_count_is_out_of_reach() {
+    let (a, b, c) = (ObjectId([1; 28]), ObjectId([2; 28]), ObjectId([3; 28]));
+    let mut w = WaitTable::new();
+    let now = Instant::now();
+    w.handle_wait(now, RequestId(1), &[a, b, c], 2, None, |id| *id == a).unwrap();
+    w.handle_failed(&b);
+    assert!(w.poll_action().is_none(), "two of three are still reachable");
+    w.handle_failed(&c);
+    assert_eq!(
+        w.poll_action(),
+        Some(WaitAction::WaitReady { req: RequestId(1), ready: vec![a], remaining: vec![b, c] })
+    );
+}

@@ -103,12 +103,32 @@ fn parse(req: &PushRequest, len: u64) -> Result<Incoming, Status> {
     })
 }
 
-/// Where an accepted chunk is read into.
+/// Where an accepted chunk is read into. Dropped unfinished (the connection failed in the
+/// middle of the chunk), it releases its claim so the pull retries.
 struct ChunkSink {
     shard: Rc<Shard>,
     arena: Arc<Arena>,
     offset: u64,
     inc: Incoming,
+    finished: bool,
+}
+
+impl Drop for ChunkSink {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let (shard, id, from) = (self.shard.clone(), self.inc.id, self.inc.from);
+        glommio::spawn_local(async move {
+            let owner = owner_of_object(&id, shard.n);
+            if owner == shard.id {
+                super::transfer::transfer_failed(&shard, id, from);
+            } else {
+                let _ = shard.mesh.tell(owner, Req::Obj(ObjReq::TransferFailed { id, from })).await;
+            }
+        })
+        .detach();
+    }
 }
 
 impl TrailerSink for ChunkSink {
@@ -117,7 +137,8 @@ impl TrailerSink for ChunkSink {
         self.arena.bytes_mut(self.offset, self.inc.header.len).unwrap_or(&mut [])
     }
 
-    fn finish(self: Box<Self>) -> BoxedLocal<Result<Vec<u8>, Status>> {
+    fn finish(mut self: Box<Self>) -> BoxedLocal<Result<Vec<u8>, Status>> {
+        self.finished = true;
         Box::pin(async move {
             let bytes = self.arena.bytes(self.offset, self.inc.header.len).unwrap_or(&[]);
             let crc_ok = crc32c::crc32c(bytes) == self.inc.crc;
@@ -145,7 +166,7 @@ pub fn accept(shard: Rc<Shard>, len: u64, payload: Vec<u8>) -> BoxedLocal<Result
         match claim(&shard, inc.id, inc.from, inc.header).await {
             Ok(Some(offset)) => {
                 arena.bytes(offset, len).map_err(|e| Status::internal(e.to_string()))?;
-                Ok(Box::new(ChunkSink { shard, arena, offset, inc }) as Box<dyn TrailerSink>)
+                Ok(Box::new(ChunkSink { shard, arena, offset, inc, finished: false }) as Box<dyn TrailerSink>)
             }
             Ok(None) => Err(Status::failed_precondition(format!(
                 "chunk {} of {} is not wanted (not pulled, already received or in progress)",

@@ -29,6 +29,10 @@ pub async fn handle(shard: Rc<Shard>, req: ObjReq) -> Option<Rep> {
         ObjReq::ChunkDone { id, from, index, crc_ok } => {
             ObjRep::ChunkDone(super::transfer::chunk_done(&shard, id, from, index, crc_ok))
         }
+        ObjReq::TransferFailed { id, from } => {
+            super::transfer::transfer_failed(&shard, id, from);
+            return None;
+        }
         ObjReq::PullRequested { to, id } => {
             super::transfer::push_requested(&shard, to, id).await;
             return None;

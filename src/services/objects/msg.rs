@@ -91,6 +91,13 @@ pub enum ObjReq {
         /// Whether its checksum matched.
         crc_ok: bool,
     },
+    /// Owner: a chunk transfer of `id` from `from` broke mid-chunk (one-way).
+    TransferFailed {
+        /// The object.
+        id: ObjectId,
+        /// The sending node.
+        from: NodeId,
+    },
     /// Owner: node `to` asked for `id` (one-way).
     PullRequested {
         /// The puller.

@@ -260,6 +260,12 @@ impl ShardStore {
             .collect()
     }
 
+    /// The fetch of `id` failed for good: gets and waits that depended on it finish now.
+    pub fn fetch_failed(&self, shard: &Rc<Shard>, id: ObjectId) {
+        self.waits.borrow_mut().handle_failed(&id);
+        self.drain(shard);
+    }
+
     /// Evicts up to `bytes` of least recently used unreferenced copies; returns the bytes
     /// freed.
     pub fn evict(&self, shard: &Rc<Shard>, bytes: u64) -> u64 {
@@ -296,7 +302,7 @@ impl ShardStore {
         self.restore_spilled(shard, ids).await;
         let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
         if !missing.is_empty() && timeout_ms != 0 {
-            super::transfer::request_pulls(shard, &missing);
+            let bundle = super::transfer::request_pulls(shard, &missing);
             let req = self.new_req();
             let rx = {
                 let t = self.table.borrow();
@@ -310,6 +316,9 @@ impl ShardStore {
             };
             if let Some(rx) = rx {
                 let _ = self.await_wait(req, rx, timeout_ms).await;
+            }
+            if let Some(b) = bundle {
+                super::transfer::cancel_pull(shard, b);
             }
         }
         let mut out = Vec::with_capacity(ids.len());
@@ -391,7 +400,7 @@ impl ShardStore {
         let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
         let ready_now = ids.len() - missing.len();
         if ready_now < n.min(ids.len()) && timeout_ms != 0 {
-            super::transfer::request_pulls(shard, &missing);
+            let bundle = super::transfer::request_pulls(shard, &missing);
             let req = self.new_req();
             let registered = {
                 let t = self.table.borrow();
@@ -407,6 +416,9 @@ impl ShardStore {
                         self.wait_calls.borrow_mut().remove(&c);
                     }
                 }
+            }
+            if let Some(b) = bundle {
+                super::transfer::cancel_pull(shard, b);
             }
         }
         let t = self.table.borrow();

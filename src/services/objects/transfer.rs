@@ -45,6 +45,10 @@ pub struct Transfer {
     driving: Cell<bool>,
     push_refs: RefCell<HashMap<ObjectId, usize>>,
     metadata: RefCell<HashMap<ObjectId, u64>>,
+    /// Chunks being written into each receive buffer right now (by any shard).
+    writing: RefCell<HashMap<ObjectId, u32>>,
+    /// Receive buffers to abort once their in-flight writes finish.
+    abort_after_writes: RefCell<HashSet<ObjectId>>,
     /// Objects whose pull failed, with why (a get returns them missing).
     pub failed: RefCell<HashMap<ObjectId, String>>,
 }
@@ -77,6 +81,8 @@ impl Transfer {
             driving: Cell::new(false),
             push_refs: RefCell::new(HashMap::new()),
             metadata: RefCell::new(HashMap::new()),
+            writing: RefCell::new(HashMap::new()),
+            abort_after_writes: RefCell::new(HashSet::new()),
             failed: RefCell::new(HashMap::new()),
         }
     }
@@ -255,11 +261,13 @@ async fn perform(shard: &Rc<Shard>, st: &Rc<ShardStore>, a: PullAction) {
             .detach();
         }
         PullAction::AbortBuffer { id } => {
-            let r = st.table.borrow_mut().abort(&id, TRANSFER_CLIENT);
-            if let Err(e) = r {
-                tracing::debug!(%id, "abort of a receive buffer: {e}");
+            // Another shard may be reading a chunk into this buffer right now: the memory
+            // must not be reused until it is done.
+            if st.transfer.writing.borrow().get(&id).is_some_and(|n| *n > 0) {
+                st.transfer.abort_after_writes.borrow_mut().insert(id);
+            } else {
+                abort_buffer(shard, st, id);
             }
-            st.drain(shard);
         }
         PullAction::Seal { id } => {
             let r = st.table.borrow_mut().seal(&id, TRANSFER_CLIENT);
@@ -273,10 +281,36 @@ async fn perform(shard: &Rc<Shard>, st: &Rc<ShardStore>, a: PullAction) {
         PullAction::Failed { id, reason } => {
             tracing::warn!(%id, "pull failed: {reason:?}");
             st.transfer.failed.borrow_mut().insert(id, format!("{reason:?}"));
+            st.fetch_failed(shard, id);
         }
         PullAction::Completed { bundle_id } => {
             st.transfer.live_bundles.borrow_mut().remove(&bundle_id.0);
         }
+    }
+}
+
+fn abort_buffer(shard: &Rc<Shard>, st: &ShardStore, id: ObjectId) {
+    let r = st.table.borrow_mut().abort(&id, TRANSFER_CLIENT);
+    if let Err(e) = r {
+        tracing::debug!(%id, "abort of a receive buffer: {e}");
+    }
+    st.drain(shard);
+}
+
+/// A chunk write into `id`'s buffer ended (arrived, or broke off).
+fn write_ended(shard: &Rc<Shard>, st: &ShardStore, id: ObjectId) {
+    let left = {
+        let mut w = st.transfer.writing.borrow_mut();
+        let n = w.entry(id).or_insert(1);
+        *n -= 1;
+        let left = *n;
+        if left == 0 {
+            w.remove(&id);
+        }
+        left
+    };
+    if left == 0 && st.transfer.abort_after_writes.borrow_mut().remove(&id) {
+        abort_buffer(shard, st, id);
     }
 }
 
@@ -302,9 +336,15 @@ pub fn claim_chunk(shard: &Rc<Shard>, id: ObjectId, from: NodeId, header: ChunkH
     let claim = st.transfer.pull.borrow_mut().handle_chunk_header(id, from, &header).map_err(|e| e.to_string())?;
     match claim {
         ChunkClaim::Write { offset, .. } => {
-            let t = st.table.borrow();
-            let e = t.entry(&id).filter(|e| e.state == ObjectState::Created).ok_or("no receive buffer")?;
-            Ok(e.placement.map(|p| p.offset + offset))
+            let at = {
+                let t = st.table.borrow();
+                let e = t.entry(&id).filter(|e| e.state == ObjectState::Created).ok_or("no receive buffer")?;
+                e.placement.map(|p| p.offset + offset)
+            };
+            if at.is_some() {
+                *st.transfer.writing.borrow_mut().entry(id).or_insert(0) += 1;
+            }
+            Ok(at)
         }
         ChunkClaim::Discard(why) => {
             tracing::trace!(%id, "discarding chunk {}: {why:?}", header.index);
@@ -318,7 +358,17 @@ pub fn chunk_done(shard: &Rc<Shard>, id: ObjectId, from: NodeId, index: u32, crc
     let st = store(shard).ok_or("store not started")?;
     let r = st.transfer.pull.borrow_mut().handle_chunk(Instant::now(), id, from, index, crc_ok);
     drive_pull(shard, &st);
+    write_ended(shard, &st, id);
     r.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Receiver side: a chunk of `id` from `from` broke off mid-transfer.
+pub fn transfer_failed(shard: &Rc<Shard>, id: ObjectId, from: NodeId) {
+    if let Some(st) = store(shard) {
+        st.transfer.pull.borrow_mut().handle_transfer_failed(Instant::now(), id, from);
+        drive_pull(shard, &st);
+        write_ended(shard, &st, id);
+    }
 }
 
 /// Holder side: `to` wants `id` (owner shard).

@@ -1,0 +1,344 @@
+//! Transfer under bad input and failure: chunks with a wrong checksum, size, index or
+//! chunk size, for objects nobody pulls; a push connection cut in the middle of a chunk;
+//! the source node killed mid-pull, with and without a second copy elsewhere.
+//!
+//! A `FakePeer` registers itself in the GCS as a node with its own object-manager port,
+//! claims copies in the object directory, records the Pull requests it receives, and pushes
+//! exactly the chunks each test wants.
+
+mod common;
+
+use common::*;
+use prost::Message;
+use raylet::client::LocalClient;
+use raylet::ids::{NodeId, ObjectId};
+use raylet::rpc::frame::{encode_frame, FrameDecoder, FrameHeader, FrameKind, PROTOCOL_VERSION};
+use raylet::rpc::{BlockingClient, CallOpts, RpcError};
+use raylet::wire::rpc::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+const CHUNK: usize = 5 << 20;
+
+struct FakePeer {
+    node_id: NodeId,
+    gcs: BlockingClient,
+    pulls: mpsc::Receiver<ObjectId>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakePeer {
+    fn register(gcs_addr: SocketAddr, token: &str) -> Self {
+        let node_id = NodeId::random();
+        let om = TcpListener::bind("127.0.0.1:0").unwrap();
+        let om_port = om.local_addr().unwrap().port();
+        let mut gcs = BlockingClient::new(gcs_addr, token);
+        let info = GcsNodeInfo {
+            node_id: node_id.to_vec(),
+            node_manager_address: "127.0.0.1".into(),
+            node_manager_port: 1,
+            object_manager_port: i32::from(om_port),
+            ..Default::default()
+        };
+        node_info_gcs_service::blocking::register_node(
+            &mut gcs,
+            &RegisterNodeRequest { node_info: Some(info) },
+            CallOpts::default(),
+        )
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, pulls) = mpsc::channel();
+        let (s, tok) = (stop.clone(), token.to_string());
+        std::thread::spawn(move || {
+            let mut hb = BlockingClient::new(gcs_addr, tok);
+            let req = ReportHeartbeatRequest { node_id: node_id.to_vec() };
+            while !s.load(Ordering::Relaxed) {
+                let _ = heartbeat_info_gcs_service::blocking::report_heartbeat(&mut hb, &req, CallOpts::default());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        std::thread::spawn(move || {
+            for conn in om.incoming() {
+                let Ok(conn) = conn else { return };
+                let tx = tx.clone();
+                std::thread::spawn(move || serve_pulls(conn, tx));
+            }
+        });
+        Self { node_id, gcs, pulls, stop }
+    }
+
+    fn claim(&mut self, id: ObjectId, size: u64) {
+        let u = ObjectLocationUpdate {
+            object_id: id.to_vec(),
+            change: LocationChange::Added as i32,
+            size,
+            ..Default::default()
+        };
+        let req = ReportObjectLocationsRequest { node_id: self.node_id.to_vec(), updates: vec![u] };
+        object_directory_gcs_service::blocking::report_object_locations(&mut self.gcs, &req, CallOpts::default())
+            .unwrap();
+    }
+
+    fn next_pull(&self) -> ObjectId {
+        self.pulls.recv_timeout(Duration::from_secs(20)).expect("the puller sends a Pull")
+    }
+}
+
+impl Drop for FakePeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Answers hellos and Pull requests on one connection, reporting each pulled id.
+fn serve_pulls(mut conn: std::net::TcpStream, tx: mpsc::Sender<ObjectId>) {
+    let mut d = FrameDecoder::new(Default::default());
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        d.feed(&buf[..n]);
+        while let Ok(Some(f)) = d.next_frame() {
+            let reply = match f.header.kind {
+                FrameKind::Hello => {
+                    let ack = HelloAck { protocol_version: PROTOCOL_VERSION, ok: true, message: String::new() };
+                    encode_frame(FrameHeader::control(FrameKind::HelloAck), &ack.encode_to_vec(), 0)
+                }
+                FrameKind::Request => {
+                    if let Ok(p) = PullRequest::decode(f.payload.as_slice()) {
+                        let _ = tx.send(ObjectId::from_bytes(&p.object_id).unwrap());
+                    }
+                    encode_frame(
+                        FrameHeader::reply_to(&f.header, FrameKind::Response),
+                        &PullReply {}.encode_to_vec(),
+                        0,
+                    )
+                }
+                _ => return,
+            };
+            if conn.write_all(&reply).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+struct Chunk<'a> {
+    id: ObjectId,
+    from: NodeId,
+    index: u32,
+    total: u64,
+    crc: u32,
+    chunk_size: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> Chunk<'a> {
+    fn of(id: ObjectId, from: NodeId, data: &'a [u8], index: usize) -> Self {
+        let bytes = &data[index * CHUNK..((index + 1) * CHUNK).min(data.len())];
+        Self {
+            id,
+            from,
+            index: index as u32,
+            total: data.len() as u64,
+            crc: crc32c::crc32c(bytes),
+            chunk_size: CHUNK as u64,
+            bytes,
+        }
+    }
+
+    fn frame_parts(&self) -> (Vec<u8>, &'a [u8]) {
+        let req = PushRequest {
+            push_id: Vec::new(),
+            object_id: self.id.to_vec(),
+            node_id: self.from.to_vec(),
+            chunk_index: self.index,
+            data_size: self.total,
+            metadata_size: 0,
+            crc32c: self.crc,
+            chunk_size: self.chunk_size,
+        };
+        (req.encode_to_vec(), self.bytes)
+    }
+
+    fn push(&self, to: &mut BlockingClient) -> Result<Vec<u8>, RpcError> {
+        let (payload, trailer) = self.frame_parts();
+        to.call_with_trailer(
+            object_manager_service::SERVICE_ID,
+            object_manager_service::method::PUSH,
+            &payload,
+            trailer,
+            Duration::from_secs(20),
+        )
+    }
+}
+
+fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n).map(|_| rng.u8(..)).collect()
+}
+
+fn refused(r: Result<Vec<u8>, RpcError>, what: &str) {
+    match r {
+        Err(RpcError::Status(s)) => eprintln!("{what}: refused as expected: {s}"),
+        other => panic!("{what}: expected an error reply, got {other:?}"),
+    }
+}
+
+/// Starts a get of `id` on `node` in a thread; returns the bytes it ends with.
+fn get_in_thread(node: &Node, id: ObjectId, timeout: Duration) -> std::thread::JoinHandle<Option<Vec<u8>>> {
+    let sock = node.ready.socket.clone();
+    std::thread::spawn(move || {
+        let mut c = LocalClient::connect_driver(&sock).unwrap();
+        let v = c.get(&[id], Some(timeout)).unwrap();
+        v[0].as_ref().map(|v| v.to_vec())
+    })
+}
+
+#[test]
+fn chunks_nobody_pulls_are_refused_and_the_node_keeps_serving() {
+    with_timeout(Duration::from_secs(60), || {
+        let dir = TestDir::new();
+        let head = dir.start_head();
+        let token = head.ready.token();
+        let mut om = BlockingClient::new(head.ready.object_manager_address, token);
+        let data = pattern(1000, 1);
+        refused(Chunk::of(ObjectId::random(), NodeId::random(), &data, 0).push(&mut om), "unpulled object");
+        let mut c = Chunk::of(ObjectId::random(), NodeId::random(), &data, 0);
+        c.chunk_size = 1 << 20;
+        refused(c.push(&mut om), "foreign chunk size");
+        let status = dir.status();
+        assert_eq!(status["nodes"].as_array().unwrap().len(), 1);
+        head.assert_no_panic();
+    });
+}
+
+#[test]
+fn bad_chunks_are_refused_and_good_ones_complete_the_pull() {
+    with_timeout(Duration::from_secs(90), || {
+        let dir = TestDir::new();
+        let head = dir.start_head();
+        let token = head.ready.token();
+        let mut fake = FakePeer::register(head.ready.gcs_address, &token);
+        let data = pattern(2 * CHUNK + 12345, 2);
+        let id = ObjectId::random();
+        fake.claim(id, data.len() as u64);
+        let getter = get_in_thread(&head, id, Duration::from_secs(60));
+        assert_eq!(fake.next_pull(), id);
+        let mut om = BlockingClient::new(head.ready.object_manager_address, token);
+        let mut bad = Chunk::of(id, fake.node_id, &data, 0);
+        bad.crc ^= 1;
+        refused(bad.push(&mut om), "wrong checksum");
+        let mut bad = Chunk::of(id, fake.node_id, &data, 1);
+        bad.index = 3;
+        refused(bad.push(&mut om), "index out of range");
+        let mut bad = Chunk::of(id, fake.node_id, &data, 2);
+        bad.bytes = &bad.bytes[1..];
+        refused(bad.push(&mut om), "wrong size");
+        let mut bad = Chunk::of(id, fake.node_id, &data, 1);
+        bad.total += 1;
+        refused(bad.push(&mut om), "object size mismatch");
+        for i in 0..3 {
+            Chunk::of(id, fake.node_id, &data, i).push(&mut om).unwrap_or_else(|e| panic!("chunk {i}: {e}"));
+        }
+        let got = getter.join().unwrap().expect("the pull completes");
+        assert!(got == data, "received bytes differ from what was pushed");
+        head.assert_no_panic();
+    });
+}
+
+#[test]
+fn a_push_cut_mid_chunk_is_retried_and_completes() {
+    with_timeout(Duration::from_secs(90), || {
+        let dir = TestDir::new();
+        let head = dir.start_head();
+        let token = head.ready.token();
+        let mut fake = FakePeer::register(head.ready.gcs_address, &token);
+        let data = pattern(CHUNK + 4096, 3);
+        let id = ObjectId::random();
+        fake.claim(id, data.len() as u64);
+        let getter = get_in_thread(&head, id, Duration::from_secs(60));
+        assert_eq!(fake.next_pull(), id);
+        let mut om = BlockingClient::new(head.ready.object_manager_address, token.clone());
+        Chunk::of(id, fake.node_id, &data, 0).push(&mut om).unwrap();
+        // Chunk 1: the header and half of the bytes, then the connection drops.
+        let c1 = Chunk::of(id, fake.node_id, &data, 1);
+        let (payload, trailer) = c1.frame_parts();
+        let mut frame = encode_frame(
+            FrameHeader::request(object_manager_service::SERVICE_ID, object_manager_service::method::PUSH, 1, 10_000),
+            &payload,
+            trailer.len() as u32,
+        );
+        frame.extend_from_slice(&trailer[..trailer.len() / 2]);
+        let mut cut = BlockingClient::new(head.ready.object_manager_address, token.clone());
+        cut.write_raw(&frame, Duration::from_secs(5)).unwrap();
+        drop(cut);
+        // The puller gives up on the broken transfer and asks again.
+        assert_eq!(fake.next_pull(), id);
+        let mut om = BlockingClient::new(head.ready.object_manager_address, token);
+        Chunk::of(id, fake.node_id, &data, 1).push(&mut om).unwrap();
+        let got = getter.join().unwrap().expect("the pull completes after the retry");
+        assert!(got == data);
+        head.assert_no_panic();
+    });
+}
+
+fn three_nodes(dir: &TestDir, puller_args: &[&str]) -> (Node, Node, Node) {
+    let head = dir.start(&NodeOpts::head().fast_heartbeat().args(["--object-store-memory", "134217728"]));
+    let gcs = head.ready.gcs_address;
+    let a = dir.start(&NodeOpts::join(gcs).fast_heartbeat().args(["--object-store-memory", "134217728"]));
+    let b = dir.start(
+        &NodeOpts::join(gcs)
+            .fast_heartbeat()
+            .args(["--object-store-memory", "134217728"])
+            .args(puller_args.iter().copied()),
+    );
+    (head, a, b)
+}
+
+#[test]
+fn a_source_killed_mid_pull_is_replaced_by_the_second_copy() {
+    with_timeout(Duration::from_secs(120), || {
+        let dir = TestDir::new();
+        let (head, mut a, b) = three_nodes(&dir, &[]);
+        let data = pattern(64 << 20, 4);
+        let id = ObjectId::random();
+        LocalClient::connect_driver(&a.ready.socket).unwrap().put_with_id(id, &data).unwrap();
+        LocalClient::connect_driver(&head.ready.socket).unwrap().put_with_id(id, &data).unwrap();
+        let getter = get_in_thread(&b, id, Duration::from_secs(60));
+        a.kill9();
+        let got = getter.join().unwrap().expect("the pull completes from the head's copy");
+        assert!(got == data);
+        b.assert_no_panic();
+    });
+}
+
+#[test]
+fn a_pull_with_no_copy_left_fails_with_a_clear_error() {
+    with_timeout(Duration::from_secs(120), || {
+        let dir = TestDir::new();
+        let (_head, mut a, b) = three_nodes(&dir, &["--fetch-timeout-ms", "1500"]);
+        let data = pattern(1 << 20, 5);
+        let mut ca = LocalClient::connect_driver(&a.ready.socket).unwrap();
+        let id = ca.put(&data).unwrap();
+        a.kill9();
+        dir.wait_state(&a.ready.node_id, "DEAD", Duration::from_secs(20));
+        let out = dir.cli(&[
+            "object",
+            "get",
+            &id.to_string(),
+            "--socket",
+            &b.ready.socket.display().to_string(),
+            "--timeout-ms",
+            "60000",
+        ]);
+        assert!(!out.status.success(), "get of a lost object must fail");
+        assert!(out.stderr.contains("not available"), "clear error expected, got: {}", out.stderr);
+        b.assert_no_panic();
+    });
+}
