@@ -3,6 +3,7 @@
 //! back, a node dying with bundles), and GlobalGC across nodes. After every workload
 //! `raylet status` shows every node's available resources equal to its totals.
 
+mod common;
 mod sched_support;
 
 use raylet::client::tasks::expected_checksum;

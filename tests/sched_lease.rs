@@ -1,6 +1,7 @@
 //! Leases on one node from the built binary: grant, reuse, idempotence, cancellation,
 //! infeasible requests, worker death while leased, bad returns, node stats and GlobalGC.
 
+mod common;
 mod sched_support;
 
 use raylet::client::{LeaseError, LeaseOptions, LeaseReply, Task};

@@ -1,8 +1,10 @@
 //! The worker pool and the agent from the built binary: workers that never register, bad
 //! startup tokens, prestart, idle reaping, oom_score_adj, and agent supervision.
 
+mod common;
 mod sched_support;
 
+use common::RAYLET;
 use raylet::client::{LeaseOptions, LocalClient};
 use raylet::ids::LeaseId;
 use sched_support::*;

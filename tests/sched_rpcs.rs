@@ -2,6 +2,7 @@
 //! broadcasts, backlog reports, bundle 2PC on one raylet, agent registration, and the
 //! GCS placement-group service's validation.
 
+mod common;
 mod sched_support;
 
 use prost::Message;
