@@ -44,8 +44,11 @@ use crate::logic::lease::policy::NodeView;
 use crate::logic::pg_placement::{place_bundles, PgStrategy, PlacementError};
 use crate::logic::resources::ResourceSet;
 
+mod ledger;
 #[cfg(test)]
 mod tests;
+
+use ledger::Ledger;
 
 /// What a client asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -202,20 +205,6 @@ struct Group {
     message: String,
 }
 
-/// A change to a node's availability this table made and the reports may not show yet.
-/// Counted conservatively: a reservation counts from the moment it is sent, a release
-/// only once the raylet has confirmed it.
-#[derive(Debug, Clone)]
-struct Op {
-    node: NodeId,
-    /// Added to the reported availability (negative for reservations).
-    delta: ResourceSet,
-    /// A release (cancel) rather than a reservation.
-    release: bool,
-    /// When the raylet is known to have applied it; `None` while in flight.
-    applied: Option<Instant>,
-}
-
 /// The placement-group table. See the module docs.
 #[derive(Debug)]
 pub struct PgTable {
@@ -223,8 +212,9 @@ pub struct PgTable {
     groups: BTreeMap<PlacementGroupId, Group>,
     removed: VecDeque<PlacementGroupId>,
     next_attempt: u64,
-    next_op: u64,
-    ops: BTreeMap<u64, Op>,
+    /// Groups waiting for a placement attempt, by when it is due.
+    due: BTreeSet<(Instant, PlacementGroupId)>,
+    ledger: Ledger,
     /// Reservations of attempts abandoned by a remove while their prepare was in flight.
     orphans: BTreeMap<(PlacementGroupId, u64, NodeId), u64>,
     actions: VecDeque<PgAction>,
@@ -244,8 +234,8 @@ impl PgTable {
             groups: BTreeMap::new(),
             removed: VecDeque::new(),
             next_attempt: 1,
-            next_op: 1,
-            ops: BTreeMap::new(),
+            due: BTreeSet::new(),
+            ledger: Ledger::default(),
             orphans: BTreeMap::new(),
             actions: VecDeque::new(),
         }
@@ -258,7 +248,7 @@ impl PgTable {
 
     /// When [`Self::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.groups.values().filter(|g| g.attempt.is_none()).filter_map(|g| g.next_try).min()
+        self.due.first().map(|(at, _)| *at)
     }
 
     /// A group to create (due at once). A repeat of the same spec is accepted again.
@@ -273,16 +263,18 @@ impl PgTable {
             return if g.spec == spec { Ok(()) } else { Err(PgError::Conflict(spec.id)) };
         }
         let n = spec.bundles.len();
-        let group = Group {
+        let mut group = Group {
             spec,
             state: PgState::Pending,
             placed: vec![None; n],
             attempt: None,
             backoff: self.cfg.retry_min,
-            next_try: Some(now),
+            next_try: None,
             message: "waiting to be scheduled".into(),
         };
-        self.groups.insert(group.spec.id, group);
+        let id = group.spec.id;
+        set_next_try(&mut self.due, id, &mut group, Some(now));
+        self.groups.insert(id, group);
         Ok(())
     }
 
@@ -294,7 +286,7 @@ impl PgTable {
             return false;
         }
         g.state = PgState::Removed;
-        g.next_try = None;
+        set_next_try(&mut self.due, pg, g, None);
         g.message.clear();
         let mut cancels: Vec<(NodeId, usize)> =
             g.placed.iter().enumerate().filter_map(|(i, n)| n.map(|n| (n, i))).collect();
@@ -333,9 +325,9 @@ impl PgTable {
             // same connection) undoes a late success.
             if let Some(op) = self.orphans.remove(&(pg, attempt, node)) {
                 if ok {
-                    self.mark_applied(op, now);
+                    self.ledger.applied(op, now);
                 } else {
-                    self.ops.remove(&op);
+                    self.ledger.remove(op);
                 }
             }
             return;
@@ -350,10 +342,8 @@ impl PgTable {
         }
         let done = a.outstanding.is_empty();
         match op {
-            Some(op) if ok => self.mark_applied(op, now),
-            Some(op) => {
-                self.ops.remove(&op);
-            }
+            Some(op) if ok => self.ledger.applied(op, now),
+            Some(op) => self.ledger.remove(op),
             None => {}
         }
         if done {
@@ -389,27 +379,27 @@ impl PgTable {
         }
         g.state = PgState::Created;
         g.backoff = self.cfg.retry_min;
-        g.next_try = None;
+        set_next_try(&mut self.due, pg, g, None);
         g.message.clear();
         self.actions.push_back(PgAction::Ready { pg });
     }
 
     /// The result of a `CancelReserve` (success or not, the node no longer holds it).
     pub fn handle_cancel_reply(&mut self, now: Instant, op: u64) {
-        self.mark_applied(op, now);
+        self.ledger.applied(op, now);
     }
 
     /// A fresh report of `node`, requested at `requested_at`, now shows every change the
     /// raylet applied before that instant.
     pub fn handle_report(&mut self, node: NodeId, requested_at: Instant) {
-        self.ops.retain(|_, op| !(op.node == node && op.applied.is_some_and(|t| t < requested_at)));
+        self.ledger.report(node, requested_at);
     }
 
     /// A node died: bundles committed there are placed again.
     pub fn handle_node_dead(&mut self, now: Instant, node: NodeId) {
-        self.ops.retain(|_, op| op.node != node);
+        self.ledger.node_dead(node);
         self.orphans.retain(|(_, _, n), _| *n != node);
-        for g in self.groups.values_mut() {
+        for (id, g) in self.groups.iter_mut() {
             if g.state == PgState::Removed {
                 continue;
             }
@@ -421,16 +411,16 @@ impl PgTable {
             if lost {
                 g.state = PgState::Rescheduling;
                 g.message = format!("bundles lost with node {node}");
-                g.next_try = Some(now);
+                set_next_try(&mut self.due, *id, g, Some(now));
             }
         }
     }
 
     /// Nodes joined: groups waiting for resources are retried now.
     pub fn handle_nodes_changed(&mut self, now: Instant) {
-        for g in self.groups.values_mut() {
+        for (id, g) in self.groups.iter_mut() {
             if matches!(g.state, PgState::Pending | PgState::Rescheduling) && g.attempt.is_none() {
-                g.next_try = Some(now);
+                set_next_try(&mut self.due, *id, g, Some(now));
             }
         }
     }
@@ -438,21 +428,12 @@ impl PgTable {
     /// Places every due group against `view` (the reported cluster; this table's own
     /// unreported reservations are applied on top).
     pub fn handle_timeout(&mut self, now: Instant, view: &BTreeMap<NodeId, NodeView>) {
-        let due: Vec<PlacementGroupId> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.attempt.is_none() && g.next_try.is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
+        let due: Vec<PlacementGroupId> = self.due.iter().take_while(|(at, _)| *at <= now).map(|(_, id)| *id).collect();
         if due.is_empty() {
             return;
         }
         let mut view = view.clone();
-        for op in self.ops.values().filter(|op| op.applied.is_some() || !op.release) {
-            if let Some(n) = view.get_mut(&op.node) {
-                n.available.add(&op.delta);
-            }
-        }
+        self.ledger.apply_to(&mut view);
         for pg in due {
             self.try_place(now, pg, &mut view);
         }
@@ -476,28 +457,15 @@ impl PgTable {
         self.groups.get_mut(&pg)?.attempt.as_mut().filter(|a| a.id == attempt)
     }
 
-    fn mark_applied(&mut self, op: u64, now: Instant) {
-        if let Some(o) = self.ops.get_mut(&op) {
-            o.applied = Some(now);
-        }
-    }
-
-    fn add_op(&mut self, node: NodeId, delta: ResourceSet, release: bool) -> u64 {
-        let id = self.next_op;
-        self.next_op += 1;
-        self.ops.insert(id, Op { node, delta, release, applied: None });
-        id
-    }
-
     fn cancel(&mut self, pg: PlacementGroupId, node: NodeId, index: i64, resources: ResourceSet) {
-        let op = self.add_op(node, resources.clone(), true);
+        let op = self.ledger.add(node, resources.clone(), true);
         self.actions.push_back(PgAction::CancelReserve { op, pg, node, bundle: (index, resources) });
     }
 
     fn retry_later(&mut self, now: Instant, pg: PlacementGroupId, why: &str) {
         let cfg = self.cfg.clone();
         if let Some(g) = self.groups.get_mut(&pg) {
-            g.next_try = Some(now + g.backoff);
+            set_next_try(&mut self.due, pg, g, Some(now + g.backoff));
             g.backoff = g.backoff.mul_f64(cfg.retry_multiplier).min(cfg.retry_max);
             g.message = why.to_string();
         }
@@ -579,7 +547,7 @@ impl PgTable {
             if let Some(n) = view.get_mut(node) {
                 n.available.sub(&sum);
             }
-            ops.insert(*node, self.add_op(*node, negate(&sum), false));
+            ops.insert(*node, self.ledger.add(*node, negate(&sum), false));
             let list = idx.iter().map(|&i| (i as i64, bundles[i].clone())).collect();
             self.actions.push_back(PgAction::Prepare { pg, attempt: id, node: *node, bundles: list });
         }
@@ -594,9 +562,25 @@ impl PgTable {
         };
         if let Some(g) = self.groups.get_mut(&pg) {
             g.attempt = Some(attempt);
-            g.next_try = None;
+            set_next_try(&mut self.due, pg, g, None);
         }
     }
+}
+
+/// Moves `g`'s next placement attempt, keeping the due index in step.
+fn set_next_try(
+    due: &mut BTreeSet<(Instant, PlacementGroupId)>,
+    pg: PlacementGroupId,
+    g: &mut Group,
+    at: Option<Instant>,
+) {
+    if let Some(old) = g.next_try.take() {
+        due.remove(&(old, pg));
+    }
+    if let Some(at) = at {
+        due.insert((at, pg));
+    }
+    g.next_try = at;
 }
 
 fn info(g: &Group) -> PgInfo {

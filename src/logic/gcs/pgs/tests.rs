@@ -277,3 +277,31 @@ fn removed_groups_are_forgotten_past_the_history_cap() {
     assert_eq!(t.get(pgid(3)).unwrap().state, PgState::Removed);
     assert_eq!(t.all().count(), 2);
 }
+
+#[test]
+fn the_ledger_counts_reservations_at_once_and_releases_once_confirmed() {
+    let now = Instant::now();
+    let mut l = Ledger::default();
+    let at = |l: &Ledger| {
+        let mut v = view(&[(1, 4., 4.)]);
+        l.apply_to(&mut v);
+        v[&nid(1)].available.get(CPU).to_f64()
+    };
+    let r = l.add(nid(1), negate(&cpus(2.0)), false);
+    assert_eq!(at(&l), 2.0, "a reservation counts while in flight");
+    let c = l.add(nid(1), cpus(1.0), true);
+    assert_eq!(at(&l), 2.0, "an unconfirmed release does not");
+    l.applied(c, now);
+    assert_eq!(at(&l), 3.0);
+    l.applied(r, now);
+    l.report(nid(1), now);
+    assert_eq!(at(&l), 3.0, "a report requested at the same instant shows neither");
+    l.report(nid(1), now + Duration::from_millis(1));
+    assert_eq!(at(&l), 4.0, "a later report shows both");
+    let gone = l.add(nid(1), negate(&cpus(1.0)), false);
+    l.remove(gone);
+    assert_eq!(at(&l), 4.0, "a failed reservation is forgotten");
+    l.add(nid(1), negate(&cpus(1.0)), false);
+    l.node_dead(nid(1));
+    assert_eq!(at(&l), 4.0);
+}
