@@ -10,3 +10,5 @@
 pub mod policy;
 pub mod queue;
 pub mod scheduler;
+#[cfg(test)]
+mod testkit;

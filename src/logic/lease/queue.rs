@@ -95,9 +95,45 @@ pub enum CancelReason {
     Unschedulable,
 }
 
+/// How a lease request was decided: what its `RequestWorkerLease` reply says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeaseDecision {
+    /// Granted: the worker it holds and the resource instances.
+    Grant {
+        /// The worker.
+        worker: WorkerId,
+        /// The resource instances it holds.
+        allocation: Allocation,
+    },
+    /// Retry at `node`.
+    Spillback {
+        /// Where to retry.
+        node: NodeId,
+    },
+    /// `rejected` (grant_or_reject and another node was chosen).
+    Reject,
+    /// Cancelled.
+    Cancelled {
+        /// Why.
+        reason: CancelReason,
+    },
+}
+
 /// What the queue asks its driver to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LeaseAction {
+    /// Reply to the lease's request(s).
+    Decided {
+        /// The lease.
+        lease: LeaseId,
+        /// The reply.
+        decision: LeaseDecision,
+    },
+    /// The lease entered the infeasible queue (report it; it keeps waiting).
+    Infeasible {
+        /// The lease.
+        lease: LeaseId,
+    },
     /// Resources are allocated: get a worker of `job` for `lease`.
     PopWorker {
         /// The lease.
@@ -107,39 +143,6 @@ pub enum LeaseAction {
     },
     /// The lease no longer wants the worker it asked for.
     CancelPop {
-        /// The lease.
-        lease: LeaseId,
-    },
-    /// Reply: granted.
-    Grant {
-        /// The lease.
-        lease: LeaseId,
-        /// The worker it holds.
-        worker: WorkerId,
-        /// The resource instances it holds.
-        allocation: Allocation,
-    },
-    /// Reply: retry at `node`.
-    Spillback {
-        /// The lease.
-        lease: LeaseId,
-        /// Where to retry.
-        node: NodeId,
-    },
-    /// Reply: `rejected` (grant_or_reject and another node was chosen).
-    Reject {
-        /// The lease.
-        lease: LeaseId,
-    },
-    /// Reply: cancelled.
-    Cancelled {
-        /// The lease.
-        lease: LeaseId,
-        /// Why.
-        reason: CancelReason,
-    },
-    /// The lease entered the infeasible queue (report it; it keeps waiting).
-    Infeasible {
         /// The lease.
         lease: LeaseId,
     },
@@ -155,6 +158,20 @@ pub enum LeaseAction {
         /// Its worker.
         worker: WorkerId,
     },
+}
+
+impl LeaseAction {
+    fn decided(lease: LeaseId, decision: LeaseDecision) -> Self {
+        Self::Decided { lease, decision }
+    }
+
+    fn cancelled(lease: LeaseId, reason: CancelReason) -> Self {
+        Self::decided(lease, LeaseDecision::Cancelled { reason })
+    }
+
+    fn grant(lease: LeaseId, worker: WorkerId, allocation: Allocation) -> Self {
+        Self::decided(lease, LeaseDecision::Grant { worker, allocation })
+    }
 }
 
 /// An input named a lease or worker this queue cannot act on.
@@ -302,13 +319,13 @@ impl LeaseQueue {
         self.expire_tombstones(now);
         let id = req.id;
         if self.tombstones.contains(&id) {
-            self.actions.push_back(LeaseAction::Cancelled { lease: id, reason: CancelReason::Intended });
+            self.actions.push_back(LeaseAction::cancelled(id, CancelReason::Intended));
             return;
         }
         if let Some(e) = self.leases.get(&id) {
             if let State::Granted { worker, allocation } = &e.state {
                 let (worker, allocation) = (*worker, allocation.clone());
-                self.actions.push_back(LeaseAction::Grant { lease: id, worker, allocation });
+                self.actions.push_back(LeaseAction::grant(id, worker, allocation));
             }
             return;
         }
@@ -356,7 +373,7 @@ impl LeaseQueue {
         let allocation = allocation.clone();
         e.state = State::Granted { worker, allocation: allocation.clone() };
         self.by_worker.insert(worker, lease);
-        self.actions.push_back(LeaseAction::Grant { lease, worker, allocation });
+        self.actions.push_back(LeaseAction::grant(lease, worker, allocation));
     }
 
     /// The lessee returned `worker`: its lease ends and its resources are freed.
@@ -546,7 +563,7 @@ impl LeaseQueue {
                 debug_assert!(false, "cancel of granted lease {lease}");
             }
         }
-        self.actions.push_back(LeaseAction::Cancelled { lease, reason });
+        self.actions.push_back(LeaseAction::cancelled(lease, reason));
     }
 
     /// Ends a granted lease and frees what it held; returns its worker.
@@ -651,17 +668,17 @@ impl LeaseQueue {
                     pop_front(&mut self.to_schedule, class);
                     self.leases.remove(&lease);
                     if grant_or_reject {
-                        self.actions.push_back(LeaseAction::Reject { lease });
+                        self.actions.push_back(LeaseAction::decided(lease, LeaseDecision::Reject));
                     } else {
                         subtract_on_spillback(&mut self.view, node, &resources);
-                        self.actions.push_back(LeaseAction::Spillback { lease, node });
+                        self.actions.push_back(LeaseAction::decided(lease, LeaseDecision::Spillback { node }));
                     }
                 }
                 Decision::Unavailable => break,
                 Decision::Infeasible if matches!(strategy, Strategy::NodeAffinity { soft: false, .. }) => {
                     pop_front(&mut self.to_schedule, class);
                     self.leases.remove(&lease);
-                    self.actions.push_back(LeaseAction::Cancelled { lease, reason: CancelReason::Unschedulable });
+                    self.actions.push_back(LeaseAction::cancelled(lease, CancelReason::Unschedulable));
                 }
                 Decision::Infeasible => {
                     self.make_infeasible(class);

@@ -26,10 +26,9 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::policy::NodeView;
-use super::queue::{CancelReason, LeaseAction, LeaseError, LeaseQueue, LeaseRequest};
+use super::queue::{LeaseAction, LeaseDecision, LeaseError, LeaseQueue, LeaseRequest};
 use crate::ids::{JobId, LeaseId, NodeId, WorkerId};
 use crate::logic::bundles::{in_use_set, BundleKey, BundleLedger, BundleSpec};
-use crate::logic::resources::Allocation;
 use crate::logic::workers::{Action as PoolAction, ExitedProcess, RegisterError, TransitionError, WorkerPool};
 
 #[cfg(test)]
@@ -38,33 +37,12 @@ mod tests;
 /// What leaves the node: replies to lease requests and process work.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SchedAction {
-    /// Reply: granted.
-    Grant {
+    /// Reply to the lease's request(s).
+    Reply {
         /// The lease.
         lease: LeaseId,
-        /// Its worker.
-        worker: WorkerId,
-        /// The resource instances it holds.
-        allocation: Allocation,
-    },
-    /// Reply: retry at `node`.
-    Spillback {
-        /// The lease.
-        lease: LeaseId,
-        /// Where.
-        node: NodeId,
-    },
-    /// Reply: rejected (grant_or_reject).
-    Reject {
-        /// The lease.
-        lease: LeaseId,
-    },
-    /// Reply: cancelled.
-    Cancelled {
-        /// The lease.
-        lease: LeaseId,
-        /// Why.
-        reason: CancelReason,
+        /// What the reply says.
+        decision: LeaseDecision,
     },
     /// Report: the lease waits in the infeasible queue.
     Infeasible {
@@ -361,14 +339,7 @@ impl Scheduler {
                 let r = self.pool.handle_return(now, worker, true, false);
                 debug_assert!(r.is_ok(), "a revoked lease's worker was leased: {r:?}");
             }
-            LeaseAction::Grant { lease, worker, allocation } => {
-                self.actions.push_back(SchedAction::Grant { lease, worker, allocation })
-            }
-            LeaseAction::Spillback { lease, node } => self.actions.push_back(SchedAction::Spillback { lease, node }),
-            LeaseAction::Reject { lease } => self.actions.push_back(SchedAction::Reject { lease }),
-            LeaseAction::Cancelled { lease, reason } => {
-                self.actions.push_back(SchedAction::Cancelled { lease, reason })
-            }
+            LeaseAction::Decided { lease, decision } => self.actions.push_back(SchedAction::Reply { lease, decision }),
             LeaseAction::Infeasible { lease } => self.actions.push_back(SchedAction::Infeasible { lease }),
         }
     }

@@ -21,10 +21,7 @@ impl SchedService {
             let action = self.core.borrow_mut().poll_action();
             let Some(action) = action else { break };
             match action {
-                SchedAction::Grant { .. }
-                | SchedAction::Spillback { .. }
-                | SchedAction::Reject { .. }
-                | SchedAction::Cancelled { .. } => self.reply(action),
+                SchedAction::Reply { lease, decision } => self.reply(lease, decision),
                 SchedAction::Infeasible { lease } => self.report_infeasible(lease),
                 SchedAction::StartProcess { token } => self.start_worker(token),
                 SchedAction::Kill { pid, worker, force } => self.kill_worker(pid, worker, force),

@@ -8,8 +8,7 @@
 use super::msg::LeaseOutcome;
 use super::SchedService;
 use crate::ids::{LeaseId, WorkerId};
-use crate::logic::lease::queue::{CancelReason, LeaseRequest};
-use crate::logic::lease::scheduler::SchedAction;
+use crate::logic::lease::queue::{CancelReason, LeaseDecision, LeaseRequest};
 use crate::logic::resources::ResourceSet;
 use futures_channel::oneshot;
 use std::cell::RefCell;
@@ -118,18 +117,14 @@ impl SchedService {
         self.replies.backlogs.borrow_mut().remove(&worker);
     }
 
-    /// Answers every waiter of the lease an action decided.
-    pub(super) fn reply(self: &Rc<Self>, action: SchedAction) {
-        let (lease, outcome) = match action {
-            SchedAction::Grant { lease, worker, allocation } => (lease, self.granted(worker, &allocation)),
-            SchedAction::Spillback { lease, node } => (lease, self.spillback(node)),
-            SchedAction::Reject { lease } => (lease, LeaseOutcome::Rejected),
-            SchedAction::Cancelled { lease, reason } => {
-                (lease, LeaseOutcome::Cancelled { reason, message: cancel_message(reason).into() })
-            }
-            other => {
-                debug_assert!(false, "not a reply: {other:?}");
-                return;
+    /// Answers every waiter of a decided lease.
+    pub(super) fn reply(self: &Rc<Self>, lease: LeaseId, decision: LeaseDecision) {
+        let outcome = match decision {
+            LeaseDecision::Grant { worker, allocation } => self.granted(worker, &allocation),
+            LeaseDecision::Spillback { node } => self.spillback(node),
+            LeaseDecision::Reject => LeaseOutcome::Rejected,
+            LeaseDecision::Cancelled { reason } => {
+                LeaseOutcome::Cancelled { reason, message: cancel_message(reason).into() }
             }
         };
         self.replies.send(lease, outcome);

@@ -4,30 +4,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::logic::lease::testkit::{lid, nid, rs, wid};
 use crate::logic::resources::{GPU, MEMORY};
-
-fn nid(i: u8) -> NodeId {
-    NodeId([i; NodeId::LEN])
-}
-
-fn lid(n: u32) -> LeaseId {
-    let mut b = [0u8; 24];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    LeaseId(b)
-}
-
-fn wid(n: u32) -> WorkerId {
-    let mut b = [0u8; 28];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    WorkerId(b)
-}
 
 fn pg(i: u8) -> PlacementGroupId {
     PlacementGroupId([i; PlacementGroupId::LEN])
-}
-
-fn rs(pairs: &[(&str, f64)]) -> ResourceSet {
-    ResourceSet::from_f64_map(pairs.iter().map(|(k, v)| (k.to_string(), *v)))
 }
 
 const LOCAL: u8 = 1;
@@ -58,8 +39,12 @@ fn pop(n: u32) -> LeaseAction {
     LeaseAction::PopWorker { lease: lid(n), job: JobId([0, 0, 0, 1]) }
 }
 
+fn spill(n: u32, node: u8) -> LeaseAction {
+    LeaseAction::Decided { lease: lid(n), decision: LeaseDecision::Spillback { node: nid(node) } }
+}
+
 fn cancelled(n: u32, reason: CancelReason) -> LeaseAction {
-    LeaseAction::Cancelled { lease: lid(n), reason }
+    LeaseAction::Decided { lease: lid(n), decision: LeaseDecision::Cancelled { reason } }
 }
 
 /// Requests lease `n` and hands it worker `w`; returns the grant's allocation.
@@ -68,7 +53,9 @@ fn grant(q: &mut LeaseQueue, t: Instant, n: u32, w: u32, res: &[(&str, f64)]) ->
     assert_eq!(drain(q), vec![pop(n)]);
     q.handle_worker_assigned(lid(n), wid(w));
     match drain(q).as_slice() {
-        [LeaseAction::Grant { lease, worker, allocation }] if *lease == lid(n) && *worker == wid(w) => {
+        [LeaseAction::Decided { lease, decision: LeaseDecision::Grant { worker, allocation } }]
+            if *lease == lid(n) && *worker == wid(w) =>
+        {
             allocation.clone()
         }
         other => panic!("expected a grant, got {other:?}"),
@@ -113,7 +100,13 @@ fn repeat_of_a_granted_lease_re_replies_with_the_same_worker() {
     let mut q = queue(&[(CPU, 4.0)]);
     let alloc = grant(&mut q, t, 1, 9, &[(CPU, 1.0)]);
     q.handle_request(t, req(1, &[(CPU, 1.0)]));
-    assert_eq!(drain(&mut q), vec![LeaseAction::Grant { lease: lid(1), worker: wid(9), allocation: alloc }]);
+    assert_eq!(
+        drain(&mut q),
+        vec![LeaseAction::Decided {
+            lease: lid(1),
+            decision: LeaseDecision::Grant { worker: wid(9), allocation: alloc }
+        }]
+    );
     assert_eq!(available(&q, CPU), 3.0);
 }
 
@@ -270,7 +263,7 @@ fn infeasible_class_is_rechecked_and_spills_when_a_big_node_joins() {
     q.handle_request(t, req(1, &[(CPU, 64.0)]));
     drain(&mut q);
     q.handle_node_update(nid(2), remote(&[(CPU, 128.0)], &[(CPU, 128.0)]));
-    assert_eq!(drain(&mut q), vec![LeaseAction::Spillback { lease: lid(1), node: nid(2) }]);
+    assert_eq!(drain(&mut q), vec![spill(1, 2)]);
     assert_eq!(q.num_infeasible(), 0);
 }
 
@@ -281,7 +274,7 @@ fn spillback_subtracts_from_the_remote_view_so_requests_do_not_pile_on() {
     q.handle_node_update(nid(2), remote(&[(CPU, 1.0)], &[(CPU, 1.0)]));
     grant(&mut q, t, 1, 9, &[(CPU, 1.0)]);
     q.handle_request(t, req(2, &[(CPU, 1.0)]));
-    assert_eq!(drain(&mut q), vec![LeaseAction::Spillback { lease: lid(2), node: nid(2) }]);
+    assert_eq!(drain(&mut q), vec![spill(2, 2)]);
     q.handle_request(t, req(3, &[(CPU, 1.0)]));
     assert!(drain(&mut q).is_empty(), "node 2 is full in our view now; queue locally");
     assert_eq!(q.num_pending(), 1);
@@ -296,7 +289,7 @@ fn grant_or_reject_is_rejected_instead_of_spilled() {
     let mut r = req(2, &[(CPU, 1.0)]);
     r.grant_or_reject = true;
     q.handle_request(t, r);
-    assert_eq!(drain(&mut q), vec![LeaseAction::Reject { lease: lid(2) }]);
+    assert_eq!(drain(&mut q), vec![LeaseAction::Decided { lease: lid(2), decision: LeaseDecision::Reject }]);
     assert_eq!(q.num_pending(), 0);
 }
 
@@ -342,7 +335,7 @@ fn hard_affinity_to_a_remote_node_spills_there_even_when_local_is_free() {
     let mut r = req(1, &[(CPU, 1.0)]);
     r.strategy = Strategy::NodeAffinity { node: nid(2), soft: false };
     q.handle_request(t, r);
-    assert_eq!(drain(&mut q), vec![LeaseAction::Spillback { lease: lid(1), node: nid(2) }]);
+    assert_eq!(drain(&mut q), vec![spill(1, 2)]);
 }
 
 #[test]
@@ -466,7 +459,10 @@ fn spread_leases_round_robin_over_nodes() {
         q.handle_request(t, r);
         placed.extend(drain(&mut q));
     }
-    let spilled = placed.iter().filter(|a| matches!(a, LeaseAction::Spillback { .. })).count();
+    let spilled = placed
+        .iter()
+        .filter(|a| matches!(a, LeaseAction::Decided { decision: LeaseDecision::Spillback { .. }, .. }))
+        .count();
     let local = placed.iter().filter(|a| matches!(a, LeaseAction::PopWorker { .. })).count();
     assert_eq!((spilled, local), (2, 2), "{placed:?}");
 }

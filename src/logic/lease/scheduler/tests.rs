@@ -6,29 +6,10 @@ use super::*;
 use crate::ids::PlacementGroupId;
 use crate::logic::bundles::{format_indexed, BUNDLE_RESOURCE};
 use crate::logic::lease::policy::Strategy;
-use crate::logic::lease::queue::QueueConfig;
-use crate::logic::resources::{NodeResources, ResourceSet, CPU, GPU};
+use crate::logic::lease::queue::{CancelReason, QueueConfig};
+use crate::logic::lease::testkit::{lid, nid, rs, wid};
+use crate::logic::resources::{NodeResources, CPU, GPU};
 use crate::logic::workers::PoolConfig;
-
-fn nid(i: u8) -> NodeId {
-    NodeId([i; NodeId::LEN])
-}
-
-fn lid(n: u32) -> LeaseId {
-    let mut b = [0u8; 24];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    LeaseId(b)
-}
-
-fn wid(n: u32) -> WorkerId {
-    let mut b = [0u8; 28];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    WorkerId(b)
-}
-
-fn rs(pairs: &[(&str, f64)]) -> ResourceSet {
-    ResourceSet::from_f64_map(pairs.iter().map(|(k, v)| (k.to_string(), *v)))
-}
 
 const JOB: JobId = JobId([0, 0, 0, 1]);
 
@@ -72,7 +53,7 @@ fn bring_up(s: &mut Scheduler, t: Instant, token: i64, w: u32) -> Vec<SchedActio
 }
 
 fn is_grant(a: &[SchedAction], n: u32, w: u32) -> bool {
-    matches!(a, [SchedAction::Grant { lease, worker, .. }] if *lease == lid(n) && *worker == wid(w))
+    matches!(a, [SchedAction::Reply { lease, decision: LeaseDecision::Grant { worker, .. } }] if *lease == lid(n) && *worker == wid(w))
 }
 
 /// A granted lease `n` on a fresh worker `w`.
@@ -145,7 +126,13 @@ fn cancel_before_the_worker_arrives_wins_and_the_worker_goes_idle() {
     s.handle_request(t, req(1, &[(CPU, 1.0)]), 0);
     let token = only_start(&drain(&mut s));
     assert!(s.handle_cancel(t, lid(1)));
-    assert_eq!(drain(&mut s), vec![SchedAction::Cancelled { lease: lid(1), reason: CancelReason::Intended }]);
+    assert_eq!(
+        drain(&mut s),
+        vec![SchedAction::Reply {
+            lease: lid(1),
+            decision: LeaseDecision::Cancelled { reason: CancelReason::Intended }
+        }]
+    );
     assert!(bring_up(&mut s, t, token, 9).is_empty(), "no grant after the cancel");
     assert_eq!(s.pool().num_idle(), 1);
     assert_eq!(cpu_free(&s), 2.0);
