@@ -15,6 +15,7 @@
 mod baseline;
 mod cluster;
 mod measure;
+mod objects;
 mod report;
 mod rpc;
 
@@ -34,11 +35,23 @@ struct Suite {
 }
 
 /// Every suite, in the order `--help` lists them.
-const SUITES: &[Suite] = &[Suite {
-    name: "rpc",
-    about: "local-protocol and TCP RPC round trips and TCP RPC throughput; baselines raw UDS and raw TCP",
-    run: rpc::run,
-}];
+const SUITES: &[Suite] = &[
+    Suite {
+        name: "rpc",
+        about: "local-protocol and TCP RPC round trips and TCP RPC throughput; baselines raw UDS and raw TCP",
+        run: rpc::run,
+    },
+    Suite {
+        name: "putget",
+        about: "put and get of 1 KiB, 1 MiB, 256 MiB objects; baselines warm memcpy and raw UDS",
+        run: objects::run_putget,
+    },
+    Suite {
+        name: "transfer",
+        about: "pulls of 1 MiB..1 GiB between two local nodes; baseline raw loopback TCP",
+        run: objects::run_transfer,
+    },
+];
 
 /// Whether and how to pin the bench's latency threads (the node always pins its shards to
 /// the first allowed CPUs; throughput clients are never pinned: there are more of them

@@ -18,6 +18,8 @@ pub(crate) enum Unit {
     Us,
     /// Operations per second (throughputs).
     OpsPerS,
+    /// Gigabytes (1e9 bytes) per second (bulk copies).
+    GBps,
 }
 
 impl Unit {
@@ -25,6 +27,7 @@ impl Unit {
         match self {
             Self::Us => "us",
             Self::OpsPerS => "ops/s",
+            Self::GBps => "GB/s",
         }
     }
 }
@@ -89,6 +92,23 @@ impl Measured {
                 r.per_client.0,
                 r.per_client.1
             ),
+        }
+    }
+
+    /// A bandwidth case: `bytes` moved per operation, times in `h` (ns). The value is the
+    /// bandwidth at the median time; the tails are at the p99 and p99.9 times (slower).
+    pub(crate) fn gbps(case: impl Into<String>, bytes: u64, h: &Histogram<u64>) -> Self {
+        let at = |q: f64| bytes as f64 / h.value_at_quantile(q).max(1) as f64;
+        Self {
+            case: case.into(),
+            unit: Unit::GBps,
+            value: at(0.5),
+            p99: Some(at(0.99)),
+            p999: Some(at(0.999)),
+            min: Some(bytes as f64 / h.max().max(1) as f64),
+            max: Some(bytes as f64 / h.min().max(1) as f64),
+            n: h.len(),
+            note: format!("{} bytes; median {:.1} us", bytes, us(h.value_at_quantile(0.5))),
         }
     }
 
@@ -342,6 +362,7 @@ fn row(out: &mut String, m: &Measured, ratio: Option<f64>) {
     let value = match m.unit {
         Unit::Us => format!("{:.2}", m.value),
         Unit::OpsPerS => format!("{:.0}", m.value),
+        Unit::GBps => format!("{:.3}", m.value),
     };
     let ratio = ratio.map(|r| format!("{r:.2}")).unwrap_or_default();
     let _ = writeln!(

@@ -3,22 +3,47 @@
 
 use super::ClientError;
 use crate::local::codec::{self, LocalMessage, HEADER_LEN};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-/// A connection to one raylet socket.
+/// A connection to one raylet socket. Replies are read with as few `recvmsg` calls as
+/// possible: whatever has arrived goes into a buffer, whole frames are parsed from it.
 #[derive(Debug)]
 pub(crate) struct Channel {
     stream: UnixStream,
     max_frame: u64,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
 }
 
 impl Channel {
     pub(crate) fn connect(path: &Path) -> Result<Self, ClientError> {
-        Ok(Self { stream: UnixStream::connect(path)?, max_frame: 1 << 30 })
+        Ok(Self { stream: UnixStream::connect(path)?, max_frame: 1 << 30, buf: vec![0; 64 << 10], start: 0, end: 0 })
+    }
+
+    /// Reads more bytes into the buffer (at least one), keeping descriptors that come along.
+    fn fill(&mut self, fds: &mut Vec<OwnedFd>) -> Result<(), ClientError> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else {
+                let n = self.buf.len() * 2;
+                self.buf.resize(n, 0);
+            }
+        }
+        let (n, got) = crate::local::fdpass::recv_with_fds(self.stream.as_raw_fd(), &mut self.buf[self.end..])?;
+        if n == 0 {
+            return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        self.end += n;
+        fds.extend(got);
+        Ok(())
     }
 
     pub(crate) fn send(&mut self, m: &LocalMessage) -> Result<(), ClientError> {
@@ -28,16 +53,32 @@ impl Channel {
 
     /// Reads one message and any descriptors that came with it.
     pub(crate) fn recv(&mut self) -> Result<(LocalMessage, Vec<OwnedFd>), ClientError> {
-        let mut h = [0u8; HEADER_LEN];
-        let (n, fds) = crate::local::fdpass::recv_with_fds(self.stream.as_raw_fd(), &mut h)?;
-        if n == 0 {
-            return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        let mut fds = Vec::new();
+        while self.end - self.start < HEADER_LEN {
+            self.fill(&mut fds)?;
         }
-        self.stream.read_exact(&mut h[n..])?;
-        let header = codec::decode_header(&h, self.max_frame)?;
-        let mut p = vec![0u8; header.len as usize];
-        self.stream.read_exact(&mut p)?;
-        Ok((codec::decode_message(header.msg_type, &p)?, fds))
+        let h: &[u8; HEADER_LEN] = self.buf[self.start..self.start + HEADER_LEN].try_into().expect("header length");
+        let header = codec::decode_header(h, self.max_frame)?;
+        let total = HEADER_LEN + header.len as usize;
+        if self.buf.len() - self.start < total {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() < total {
+                self.buf.resize(total, 0);
+            }
+        }
+        while self.end - self.start < total {
+            self.fill(&mut fds)?;
+        }
+        let payload = &self.buf[self.start + HEADER_LEN..self.start + total];
+        let msg = codec::decode_message(header.msg_type, payload)?;
+        self.start += total;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok((msg, fds))
     }
 
     /// Sends `m` and reads the reply.

@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Largest put sent inline in its create request.
+pub const INLINE_PUT_MAX: usize = 64 << 10;
+
 /// What a local call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -230,7 +233,7 @@ impl LocalClient {
         metadata_size: u64,
         primary: bool,
     ) -> Result<ObjectWriter, ClientError> {
-        let m = LocalMessage::Create { id, data_size, metadata_size, primary };
+        let m = LocalMessage::Create { id, data_size, metadata_size, primary, inline: None };
         match self.call_owner(&id, &m)? {
             LocalMessage::CreateReply { error, message, spec, .. } => {
                 check(error, message)?;
@@ -267,8 +270,22 @@ impl LocalClient {
         Ok(id)
     }
 
-    /// Stores `data` under `id` as a primary copy on this node.
+    /// Stores `data` under `id` as a primary copy on this node. Small objects travel inline
+    /// in the create request (one round trip); larger ones are written in place.
     pub fn put_with_id(&mut self, id: ObjectId, data: &[u8]) -> Result<(), ClientError> {
+        if data.len() <= INLINE_PUT_MAX {
+            let m = LocalMessage::Create {
+                id,
+                data_size: data.len() as u64,
+                metadata_size: 0,
+                primary: true,
+                inline: Some(data.to_vec()),
+            };
+            return match self.call_owner(&id, &m)? {
+                LocalMessage::CreateReply { error, message, .. } => check(error, message),
+                other => Err(unexpected(other)),
+            };
+        }
         let mut w = self.create(id, data.len() as u64, 0, true)?;
         w.data_mut().copy_from_slice(data);
         self.seal(w)?;

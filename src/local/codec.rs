@@ -126,7 +126,14 @@ mod tests {
         let spec = ObjectSpec { id, found: true, segment: 0, offset: 4096, data_size: 10, metadata_size: 2 };
         round_trip(LocalMessage::Attach { worker_id: WorkerId([1; 28]) });
         round_trip(LocalMessage::AttachReply { success: true, failure_reason: String::new(), shard: 1 });
-        round_trip(LocalMessage::Create { id, data_size: 1 << 40, metadata_size: 3, primary: false });
+        round_trip(LocalMessage::Create { id, data_size: 1 << 40, metadata_size: 3, primary: false, inline: None });
+        round_trip(LocalMessage::Create {
+            id,
+            data_size: 2,
+            metadata_size: 1,
+            primary: true,
+            inline: Some(vec![1, 2, 3]),
+        });
         round_trip(LocalMessage::CreateReply {
             error: StoreError::ObjectStoreFull,
             message: "full".into(),

@@ -122,6 +122,7 @@ pub fn decode_message(msg_type: u64, payload: &[u8]) -> Result<LocalMessage, Cod
                 data_size: r.data_size(),
                 metadata_size: r.metadata_size(),
                 primary: r.primary(),
+                inline: r.inline_data().map(|d| d.to_vec()),
             }
         }
         M::CreateReply => {

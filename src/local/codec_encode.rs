@@ -106,13 +106,15 @@ fn encode_session(b: &mut FlatBufferBuilder<'_>, msg: &LocalMessage) -> Option<B
 
 fn encode_store(b: &mut FlatBufferBuilder<'_>, msg: &LocalMessage) -> Body {
     match msg {
-        LocalMessage::Create { id, data_size, metadata_size, primary } => {
+        LocalMessage::Create { id, data_size, metadata_size, primary, inline } => {
+            let data = inline.as_ref().map(|d| b.create_vector(d));
             let oid = fb::ObjectId::new(&id.0);
             let args = fb::CreateRequestArgs {
                 object_id: Some(&oid),
                 data_size: *data_size,
                 metadata_size: *metadata_size,
                 primary: *primary,
+                inline_data: data,
             };
             (fb::Message::CreateRequest, fb::CreateRequest::create(b, &args).as_union_value())
         }

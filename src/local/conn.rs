@@ -103,6 +103,7 @@ pub(super) struct Conn {
 
 impl Conn {
     async fn serve(&mut self, stream: UnixStream) -> Result<(), Failure> {
+        // Buffered reads: a small frame's header and payload arrive with one recv.
         let (mut r, w) = split_local(stream);
         let metrics = self.shard.metrics.clone();
         let me = self.shard.id.index();

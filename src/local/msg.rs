@@ -111,6 +111,8 @@ pub enum LocalMessage {
         metadata_size: u64,
         /// Pin as this node's primary copy until deleted.
         primary: bool,
+        /// The whole object inline (small puts): written and sealed by the raylet.
+        inline: Option<Vec<u8>>,
     },
     /// Where to write it, or why not.
     CreateReply {

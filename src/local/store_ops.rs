@@ -53,8 +53,9 @@ impl Conn {
     ) -> Result<(), Failure> {
         let unexpected = |r: OpResult| (ErrorKind::LocalIo, format!("unexpected store reply {r:?}"));
         match m {
-            LocalMessage::Create { id, data_size, metadata_size, primary } => {
-                let r = self.run(self.owner(&id), StoreOp::Create { id, data_size, metadata_size, primary }).await?;
+            LocalMessage::Create { id, data_size, metadata_size, primary, inline } => {
+                let op = StoreOp::Create { id, data_size, metadata_size, primary, inline };
+                let r = self.run(self.owner(&id), op).await?;
                 let OpResult::Created(r) = r else { return Err(unexpected(r)) };
                 let ok = r.is_ok();
                 let (error, message, spec) = match r {

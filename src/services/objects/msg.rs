@@ -21,6 +21,8 @@ pub enum StoreOp {
         metadata_size: u64,
         /// Pin as a primary copy.
         primary: bool,
+        /// The whole object inline: write it, seal it, keep no client reference.
+        inline: Option<Vec<u8>>,
     },
     /// Seal.
     Seal(ObjectId),

@@ -142,9 +142,12 @@ impl ShardStore {
     pub async fn execute(self: &Rc<Self>, shard: &Rc<Shard>, client: ClientId, op: super::msg::StoreOp) -> OpResult {
         use super::msg::StoreOp as O;
         match op {
-            O::Create { id, data_size, metadata_size, primary } => {
+            O::Create { id, data_size, metadata_size, primary, inline: None } => {
                 OpResult::Created(self.create(shard, client, id, data_size, metadata_size, primary).await)
             }
+            O::Create { id, data_size, metadata_size, primary, inline: Some(bytes) } => OpResult::Created(
+                self.create_sealed(shard, client, id, data_size, metadata_size, primary, &bytes).await,
+            ),
             O::Seal(id) => OpResult::Done(self.seal(shard, client, id)),
             O::Abort(id) => OpResult::Done(self.abort(shard, client, id)),
             O::Release(ids) => {
@@ -206,6 +209,35 @@ impl ShardStore {
         }
         self.drain(shard);
         Ok(self.to_spec(id, true, spec.offset, data_size, metadata_size))
+    }
+
+    /// Creates, fills, seals and releases a small object in one step (an inline put).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_sealed(
+        &self,
+        shard: &Rc<Shard>,
+        client: ClientId,
+        id: ObjectId,
+        data_size: u64,
+        metadata_size: u64,
+        primary: bool,
+        bytes: &[u8],
+    ) -> Result<ObjectSpec, (StoreError, String)> {
+        if data_size.checked_add(metadata_size) != Some(bytes.len() as u64) {
+            return Err((
+                StoreError::InvalidRequest,
+                format!("inline object holds {} bytes, sizes say {}+{}", bytes.len(), data_size, metadata_size),
+            ));
+        }
+        let spec = self.create(shard, client, id, data_size, metadata_size, primary).await?;
+        let dst = self
+            .arena
+            .bytes_mut(spec.offset, bytes.len() as u64)
+            .map_err(|e| (StoreError::Unexpected, e.to_string()))?;
+        dst.copy_from_slice(bytes);
+        self.seal(shard, client, id)?;
+        self.release(shard, client, &[id]);
+        Ok(spec)
     }
 
     fn to_spec(&self, id: ObjectId, found: bool, offset: u64, data_size: u64, metadata_size: u64) -> ObjectSpec {

@@ -1714,6 +1714,7 @@ pub mod raylet {
             pub const VT_DATA_SIZE: flatbuffers::VOffsetT = 6;
             pub const VT_METADATA_SIZE: flatbuffers::VOffsetT = 8;
             pub const VT_PRIMARY: flatbuffers::VOffsetT = 10;
+            pub const VT_INLINE_DATA: flatbuffers::VOffsetT = 12;
 
             #[inline]
             pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -1727,6 +1728,9 @@ pub mod raylet {
                 let mut builder = CreateRequestBuilder::new(_fbb);
                 builder.add_metadata_size(args.metadata_size);
                 builder.add_data_size(args.data_size);
+                if let Some(x) = args.inline_data {
+                    builder.add_inline_data(x);
+                }
                 if let Some(x) = args.object_id {
                     builder.add_object_id(x);
                 }
@@ -1750,6 +1754,15 @@ pub mod raylet {
             pub fn primary(&self) -> bool {
                 self._tab.get::<bool>(CreateRequest::VT_PRIMARY, Some(true)).unwrap()
             }
+            #[inline]
+            pub fn inline_data(&self) -> Option<&'a [u8]> {
+                self._tab
+                    .get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, u8>>>(
+                        CreateRequest::VT_INLINE_DATA,
+                        None,
+                    )
+                    .map(|v| v.safe_slice())
+            }
         }
 
         impl flatbuffers::Verifiable for CreateRequest<'_> {
@@ -1761,6 +1774,11 @@ pub mod raylet {
                     .visit_field::<u64>("data_size", Self::VT_DATA_SIZE, false)?
                     .visit_field::<u64>("metadata_size", Self::VT_METADATA_SIZE, false)?
                     .visit_field::<bool>("primary", Self::VT_PRIMARY, false)?
+                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, u8>>>(
+                        "inline_data",
+                        Self::VT_INLINE_DATA,
+                        false,
+                    )?
                     .finish();
                 Ok(())
             }
@@ -1770,11 +1788,12 @@ pub mod raylet {
             pub data_size: u64,
             pub metadata_size: u64,
             pub primary: bool,
+            pub inline_data: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, u8>>>,
         }
         impl<'a> Default for CreateRequestArgs<'a> {
             #[inline]
             fn default() -> Self {
-                CreateRequestArgs { object_id: None, data_size: 0, metadata_size: 0, primary: true }
+                CreateRequestArgs { object_id: None, data_size: 0, metadata_size: 0, primary: true, inline_data: None }
             }
         }
 
@@ -1800,6 +1819,10 @@ pub mod raylet {
                 self.fbb_.push_slot::<bool>(CreateRequest::VT_PRIMARY, primary, true);
             }
             #[inline]
+            pub fn add_inline_data(&mut self, inline_data: flatbuffers::WIPOffset<flatbuffers::Vector<'b, u8>>) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(CreateRequest::VT_INLINE_DATA, inline_data);
+            }
+            #[inline]
             pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> CreateRequestBuilder<'a, 'b> {
                 let start = _fbb.start_table();
                 CreateRequestBuilder { fbb_: _fbb, start_: start }
@@ -1818,6 +1841,7 @@ pub mod raylet {
                 ds.field("data_size", &self.data_size());
                 ds.field("metadata_size", &self.metadata_size());
                 ds.field("primary", &self.primary());
+                ds.field("inline_data", &self.inline_data());
                 ds.finish()
             }
         }
