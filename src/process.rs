@@ -98,6 +98,7 @@ pub fn spawn_blocking(spec: &SpawnSpec) -> Result<u32, SpawnError> {
     let pid = child.id();
     // Dropping `Child` neither waits nor kills; the signal thread reaps it.
     drop(child);
+    unpin(pid);
     if let Some(adj) = spec.oom_score_adj {
         // Best effort: the child may already have exited.
         if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.clamp(0, 1000).to_string()) {
@@ -105,6 +106,19 @@ pub fn spawn_blocking(spec: &SpawnSpec) -> Result<u32, SpawnError> {
         }
     }
     Ok(pid)
+}
+
+/// A child inherits the CPU affinity of the thread that forked it: a blocking-pool thread
+/// pinned to its shard's CPU. Give the child the whole process's CPU set (the main
+/// thread's, which is never pinned), so workers do not all share one shard's core.
+fn unpin(pid: u32) {
+    use nix::sched::{sched_getaffinity, sched_setaffinity};
+    use nix::unistd::Pid;
+    let Ok(raw) = i32::try_from(pid) else { return };
+    let r = sched_getaffinity(Pid::this()).and_then(|set| sched_setaffinity(Pid::from_raw(raw), &set));
+    if let Err(e) = r {
+        tracing::debug!(pid, "cannot widen the child's CPU affinity: {e}");
+    }
 }
 
 /// Spawns `spec` on the blocking pool of the current executor.

@@ -184,6 +184,7 @@ pub struct Driver {
     job: JobId,
     owner: WorkerId,
     timeout: Duration,
+    spin: Duration,
     conns: HashMap<SocketAddr, RpcConn>,
 }
 
@@ -201,8 +202,20 @@ impl Driver {
             job: JobId([0, 0, 0, 1]),
             owner: WorkerId::random(),
             timeout: Duration::from_secs(30),
+            spin: Duration::from_micros(50),
             conns: HashMap::new(),
         }
+    }
+
+    /// How long a task call polls the worker's connection for the reply before blocking
+    /// in `read` (default 50 µs; zero blocks at once). On virtual machines a sleep and
+    /// wake-up costs tens of microseconds, several times a task's round trip; polling
+    /// saves it at the price of a CPU busy (yielding) for at most this long per task.
+    /// Raylet connections never poll: the raylet's shards are pinned to the same CPUs
+    /// and a polling driver would only delay them.
+    pub fn with_spin(mut self, spin: Duration) -> Self {
+        self.spin = spin;
+        self
     }
 
     /// Sets the job id leases are requested for.
@@ -232,6 +245,14 @@ impl Driver {
             self.conns.insert(addr, c);
         }
         Ok(self.conns.get_mut(&addr).expect("inserted above"))
+    }
+
+    /// The connection to a leased worker (polling for replies, see [`Self::with_spin`]).
+    fn worker_conn(&mut self, addr: SocketAddr) -> Result<&mut RpcConn, RpcError> {
+        let spin = self.spin;
+        let c = self.conn(addr)?;
+        c.set_spin(spin);
+        Ok(c)
     }
 
     /// A call on the connection to `addr`.
@@ -357,7 +378,7 @@ impl Driver {
     /// Runs `tasks` on the leased worker with up to `window` in flight; results in order.
     pub fn push_tasks(&mut self, lease: &Lease, tasks: &[Task], window: usize) -> Result<Vec<TaskOutput>, RpcError> {
         let timeout = self.timeout;
-        let conn = self.conn(lease.worker_address)?;
+        let conn = self.worker_conn(lease.worker_address)?;
         let (svc, m) = (worker_service::SERVICE_ID, worker_service::method::PUSH_TASK);
         let mut ids = std::collections::VecDeque::new();
         let mut out = Vec::with_capacity(tasks.len());

@@ -71,6 +71,11 @@ impl RpcConn {
         }
     }
 
+    /// Polls for replies up to `spin` before blocking (see [`FrameStream::set_spin`]).
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.stream.set_spin(spin);
+    }
+
     /// The peer.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -42,6 +42,10 @@ pub struct WorkerArgs {
     /// The address to serve WorkerService on.
     #[arg(long, env = env::NODE_IP, default_value = "127.0.0.1")]
     pub node_ip: IpAddr,
+    /// Microseconds a connection polls for the next request before blocking (0 = block
+    /// at once); see `client::wire_io::FrameStream::with_spin`.
+    #[arg(long, env = "RAYLET_WORKER_SPIN_US", default_value_t = 50)]
+    pub spin_us: u64,
 }
 
 /// Runs the worker until it is told to exit; returns the process exit code.
@@ -59,7 +63,8 @@ pub fn run(args: &WorkerArgs) -> i32 {
 fn start(args: &WorkerArgs) -> Result<(), String> {
     let auth = std::env::var(env::AUTH_TOKEN).map_err(|_| format!("{} is not set", env::AUTH_TOKEN))?;
     let (id, listener, jobs) = store::start(args.socket.clone(), args.startup_token, args.node_ip)?;
-    let worker = Arc::new(server::Worker::new(id, auth, jobs));
+    let spin = std::time::Duration::from_micros(args.spin_us);
+    let worker = Arc::new(server::Worker::new(id, auth, jobs, spin));
     for stream in listener.incoming() {
         match stream {
             Ok(s) => {

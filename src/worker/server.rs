@@ -38,10 +38,12 @@ pub(super) struct Worker {
     exiting: AtomicBool,
     /// The store thread's queue (`produce` / `consume`).
     jobs: Mutex<mpsc::Sender<Job>>,
+    /// How long a connection polls for the next request before blocking.
+    spin: Duration,
 }
 
 impl Worker {
-    pub(super) fn new(id: WorkerId, auth: String, jobs: mpsc::Sender<Job>) -> Self {
+    pub(super) fn new(id: WorkerId, auth: String, jobs: mpsc::Sender<Job>, spin: Duration) -> Self {
         Self {
             id,
             auth,
@@ -51,6 +53,7 @@ impl Worker {
             busy: AtomicUsize::new(0),
             exiting: AtomicBool::new(false),
             jobs: Mutex::new(jobs),
+            spin,
         }
     }
 
@@ -66,6 +69,7 @@ impl Worker {
     pub(super) fn serve(&self, s: TcpStream) {
         let _ = s.set_nodelay(true);
         let mut s = FrameStream::new(s);
+        s.set_spin(self.spin);
         let limits = FrameLimits::default();
         if !matches!(s.accept_hello(&self.auth, &limits), Ok(true)) {
             return;
