@@ -185,7 +185,17 @@ mod tests {
 
     #[test]
     fn frames_split_and_coalesced_arbitrarily_are_read_whole() {
+        read_split_frames(Duration::ZERO);
+    }
+
+    #[test]
+    fn polling_reads_see_the_same_frames() {
+        read_split_frames(Duration::from_micros(200));
+    }
+
+    fn read_split_frames(spin: Duration) {
         let (mut r, mut w) = pair();
+        r.set_spin(spin);
         let big = vec![7u8; BUF * 2 + 5];
         let mut bytes = encode_frame(FrameHeader::request(1, 2, 3, 0), b"hello", 0);
         bytes.extend(encode_frame(FrameHeader::request(1, 2, 4, 0), &big, 0));
