@@ -220,3 +220,16 @@ fn global_gc_runs_local_gc_on_every_worker() {
         wait_node_idle(&node, T);
     });
 }
+
+#[test]
+fn a_lease_request_that_times_out_is_withdrawn() {
+    with_timeout(Duration::from_secs(60), || {
+        let node = head(&["--num-cpus", "1"]);
+        let mut d = node.driver().with_timeout(Duration::from_millis(300));
+        let r = d.request_lease(&LeaseOptions::cpus(8.0));
+        assert!(matches!(r, Err(LeaseError::Rpc(RpcError::Timeout(_)))), "{r:?}");
+        let s = node.stats().unwrap();
+        assert_eq!((s.num_infeasible_leases, s.num_queued_leases), (0, 0), "the driver cancelled what it gave up on");
+        wait_all_available(&node, 1, T);
+    });
+}

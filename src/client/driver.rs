@@ -341,11 +341,22 @@ impl Driver {
     }
 
     /// Leases a worker under `id` (a repeat of a granted id returns the same worker).
+    ///
+    /// A request that times out is abandoned cleanly: it is cancelled at the raylet (a
+    /// tombstone if it has not arrived), and should it have been granted meanwhile, the
+    /// worker is fetched by repeating the request and returned, so nothing stays leased.
     pub fn request_lease_with_id(&mut self, id: LeaseId, opts: &LeaseOptions) -> Result<Lease, LeaseError> {
         let home = self.home;
         let (mut at, mut grant_or_reject) = (home, false);
         for _ in 0..MAX_HOPS {
-            match self.request_lease_at(at, id, opts, grant_or_reject)? {
+            let reply = match self.request_lease_at(at, id, opts, grant_or_reject) {
+                Err(e @ LeaseError::Rpc(RpcError::Timeout(_))) => {
+                    self.abandon(at, id, opts, grant_or_reject);
+                    return Err(e);
+                }
+                other => other?,
+            };
+            match reply {
                 LeaseReply::Granted(l) => return Ok(l),
                 LeaseReply::Spillback(next) => (at, grant_or_reject) = (next, true),
                 LeaseReply::Rejected => (at, grant_or_reject) = (home, false),
@@ -355,6 +366,17 @@ impl Driver {
             }
         }
         Err(LeaseError::TooManyHops(MAX_HOPS))
+    }
+
+    /// Undoes a lease request whose reply never came (best effort).
+    fn abandon(&mut self, raylet: SocketAddr, id: LeaseId, opts: &LeaseOptions, grant_or_reject: bool) {
+        if let Ok(false) = self.cancel_lease(raylet, id) {
+            // Not waiting there: granted (a repeat returns the grant) or never seen (the
+            // cancel left a tombstone, so a repeat is answered cancelled at once).
+            if let Ok(LeaseReply::Granted(l)) = self.request_lease_at(raylet, id, opts, grant_or_reject) {
+                let _ = self.return_worker(&l);
+            }
+        }
     }
 
     /// `CancelWorkerLease` at `raylet`: whether a not-yet-granted lease was found.
