@@ -101,7 +101,9 @@ impl SchedService {
             soft_limit: sc.num_workers_soft_limit,
             idle_kill_threshold: sc.idle_worker_killing_time_threshold,
             kill_idle_interval: sc.kill_idle_workers_interval,
-            num_prestart: sc.num_prestart_workers,
+            // `--num-prestart-workers` starts workers with the node (see `start`), not
+            // again at the first driver: drivers need not register on the local socket.
+            num_prestart: 0,
             ..Default::default()
         };
         let pool = WorkerPool::new(pool_cfg, now, cpus);
