@@ -89,11 +89,7 @@ impl GcsPlacementGroups {
     }
 
     fn addr_of(&self, node: NodeId) -> Option<SocketAddr> {
-        self.gcs
-            .alive_nodes()
-            .into_iter()
-            .find(|n| n.node_id == node.as_bytes())
-            .and_then(|n| format!("{}:{}", n.node_manager_address, n.node_manager_port).parse().ok())
+        self.gcs.alive_nodes().iter().find(|n| n.node_id == node.as_bytes()).and_then(super::gcs_sync::addr_of)
     }
 
     /// Performs the table's actions; returns the completions of the cancels it sent.

@@ -23,7 +23,8 @@ const FULL_EVERY: u64 = 10;
 /// Most entries per broadcast message (Ray's `resource_broadcast_batch_size`).
 const BATCH: usize = 512;
 
-fn addr_of(n: &GcsNodeInfo) -> Option<SocketAddr> {
+/// A node's NodeManagerService address from its node-table entry.
+pub(super) fn addr_of(n: &GcsNodeInfo) -> Option<SocketAddr> {
     format!("{}:{}", n.node_manager_address, n.node_manager_port).parse().ok()
 }
 
