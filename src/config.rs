@@ -61,12 +61,65 @@ pub struct NodeConfig {
     pub system_config: String,
     /// Node name shown in status.
     pub node_name: String,
+    /// Worker pool, leases, agent and resource reporting.
+    pub sched: SchedConfig,
     /// A pull with no copy anywhere fails after this long.
     pub fetch_timeout: Duration,
     /// Test knob, not on the CLI: shard `i` (i >= 1) reports a failed start after binding
     /// its listeners, so tests can check that a failed start unwinds the other shards
     /// without hanging (`tests/shard_start.rs`). `None` in every real configuration.
     pub fail_start_on_shard: Option<usize>,
+}
+
+/// Scheduling-plane settings (RAY-NOTES.md §12.6, §12.3).
+#[derive(Debug, Clone)]
+pub struct SchedConfig {
+    /// Worker command line; empty means this binary's `worker` subcommand.
+    pub worker_command: Vec<String>,
+    /// Idle workers started when the node starts.
+    pub num_prestart_workers: usize,
+    /// Most worker processes starting at once; 0 = the node's CPU count.
+    pub maximum_startup_concurrency: usize,
+    /// A worker must register and announce its port within this long.
+    pub worker_register_timeout: Duration,
+    /// An idle worker may be reaped after this long.
+    pub idle_worker_killing_time_threshold: Duration,
+    /// Period of the reaping pass; zero disables reaping.
+    pub kill_idle_workers_interval: Duration,
+    /// Idle workers are reaped while more than this many run; `None` = available CPUs.
+    pub num_workers_soft_limit: Option<usize>,
+    /// SIGTERM, then SIGKILL after this long.
+    pub kill_worker_timeout: Duration,
+    /// Written to each worker's `/proc/<pid>/oom_score_adj` (0..=1000).
+    pub worker_oom_score_adj: i32,
+    /// Agent command line; empty means no agent.
+    pub agent_command: Vec<String>,
+    /// First delay before restarting a dead agent (doubles up to 30 s).
+    pub agent_restart_interval: Duration,
+    /// An agent must register within this long or it is killed and restarted.
+    pub agent_register_timeout: Duration,
+    /// GCS (head): how often it pulls every raylet's resource report.
+    pub gcs_resource_poll_period: Duration,
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        Self {
+            worker_command: Vec::new(),
+            num_prestart_workers: 0,
+            maximum_startup_concurrency: 0,
+            worker_register_timeout: Duration::from_secs(60),
+            idle_worker_killing_time_threshold: Duration::from_secs(1),
+            kill_idle_workers_interval: Duration::from_millis(200),
+            num_workers_soft_limit: None,
+            kill_worker_timeout: Duration::from_millis(1000),
+            worker_oom_score_adj: 1000,
+            agent_command: Vec::new(),
+            agent_restart_interval: Duration::from_secs(1),
+            agent_register_timeout: Duration::from_secs(30),
+            gcs_resource_poll_period: Duration::from_millis(100),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -98,6 +151,7 @@ impl NodeConfig {
             max_rpc_frame: 64 << 20,
             system_config: "{}".into(),
             node_name: String::new(),
+            sched: SchedConfig::default(),
             fetch_timeout: Duration::from_secs(60),
             fail_start_on_shard: None,
         }
@@ -125,6 +179,16 @@ impl NodeConfig {
             if !v.is_finite() || *v < 0.0 {
                 return Err(ConfigError(format!("resource {name} has invalid quantity {v}")));
             }
+        }
+        let sc = &self.sched;
+        if sc.worker_register_timeout.is_zero() || sc.agent_register_timeout.is_zero() {
+            return err("registration timeouts must be positive");
+        }
+        if sc.gcs_resource_poll_period.is_zero() {
+            return err("--gcs-resource-poll-period-ms must be positive");
+        }
+        if !(0..=1000).contains(&sc.worker_oom_score_adj) {
+            return err("the worker oom_score_adj must be within 0..=1000");
         }
         if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.system_config).is_err() {
             return err("--system-config must be a JSON object");

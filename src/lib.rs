@@ -10,11 +10,13 @@
 //! | an object's metadata and allocation | `hash(ObjectId) % N` ([`shard::route`]) |
 //! | a local connection and its client | the shard it was handed to at accept |
 //! | node-wide: clients, GCS session, peer directory, (head) GCS tables | shard 0 |
+//! | scheduling: resource ledger, lease queues, worker pool, bundles, agent ([`services::sched`]) | shard 0 |
 //! | RPC connections | the shard that accepted or opened them |
 //!
 //! ## Cross-shard call graph (a DAG)
 //!
-//! Shards 1..N call shard 0 (registration, node stats, shutdown); shard 0 calls every
+//! Shards 1..N call shard 0 (registration, node stats, shutdown, every scheduling-plane
+//! RPC as a typed `Req::Sched`); shard 0 calls every
 //! shard only from its own tasks (start/stop, stats gathering), never while serving a
 //! request that a shard i is awaiting, so no cycle of awaits can form.
 //!
@@ -24,6 +26,8 @@
 //! - [`services`]: per-shard services driving the logic.
 //! - [`local`], [`rpc`]: the two protocols.
 //! - [`client`]: what drivers and workers link.
+//! - [`process`]: spawning and signalling worker and agent processes.
+//! - [`worker`]: the default worker process (`raylet worker`).
 //! - [`cli`], [`config`], [`telemetry`], [`metrics`], [`ids`], [`wire`].
 
 #![warn(missing_docs)]
@@ -35,9 +39,11 @@ pub mod ids;
 pub mod local;
 pub mod logic;
 pub mod metrics;
+pub mod process;
 pub mod rpc;
 pub mod services;
 pub mod shard;
 pub mod store;
 pub mod telemetry;
 pub mod wire;
+pub mod worker;

@@ -15,6 +15,14 @@ fn main() {
             raylet::telemetry::init_cli();
             report(raylet::cli::stop::run(&args))
         }
+        Command::Worker(args) => {
+            raylet::telemetry::init_cli();
+            raylet::worker::run(&args)
+        }
+        Command::Agent(args) => {
+            raylet::telemetry::init_cli();
+            raylet::cli::agent::run(&args)
+        }
         Command::Memory(args) => {
             raylet::telemetry::init_cli();
             report(raylet::cli::memory::run(&args))

@@ -23,6 +23,10 @@ pub enum Command {
     Status(StatusArgs),
     /// Gracefully stop nodes (ShutdownRaylet).
     Stop(StopArgs),
+    /// Run the default worker process (started by a node's worker pool).
+    Worker(crate::worker::WorkerArgs),
+    /// Run the minimal agent process (started by a node with --agent-command).
+    Agent(super::agent::AgentArgs),
     /// Object store usage of every node and its objects.
     Memory(MemoryArgs),
     /// Put, get or delete an object through a local raylet.
@@ -218,12 +222,79 @@ pub struct StartArgs {
     /// Node name shown in status.
     #[arg(long, default_value = "")]
     pub node_name: String,
+    /// Worker command line, split on whitespace (default: this binary's `worker`).
+    #[arg(long)]
+    pub worker_command: Option<String>,
+    /// Idle workers started with the node.
+    #[arg(long, default_value_t = 0)]
+    pub num_prestart_workers: usize,
+    /// Most worker processes starting at once (default: the node's CPU count).
+    #[arg(long)]
+    pub maximum_startup_concurrency: Option<usize>,
+    /// Seconds a started worker has to register and announce its port.
+    #[arg(long, default_value_t = 60.0)]
+    pub worker_register_timeout_s: f64,
+    /// An idle worker may be reaped after this many ms.
+    #[arg(long, default_value_t = 1000)]
+    pub idle_worker_killing_time_threshold_ms: u64,
+    /// Period of the idle-worker reaping pass in ms (0 disables reaping).
+    #[arg(long, default_value_t = 200)]
+    pub kill_idle_workers_interval_ms: u64,
+    /// Idle workers are reaped while more than this many run (-1: available CPUs).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub num_workers_soft_limit: i64,
+    /// ms between SIGTERM and SIGKILL when a worker is killed.
+    #[arg(long, default_value_t = 1000)]
+    pub kill_worker_timeout_ms: u64,
+    /// Agent command line, split on whitespace; the raylet supervises it.
+    #[arg(long)]
+    pub agent_command: Option<String>,
+    /// First delay in ms before a dead agent is restarted (doubles up to 30 s).
+    #[arg(long, default_value_t = 1000)]
+    pub agent_restart_interval_ms: u64,
+    /// Seconds an agent has to register before it is killed and restarted.
+    #[arg(long, default_value_t = 30.0)]
+    pub agent_register_timeout_s: f64,
+    /// GCS (head): period of its RequestResourceReport pulls, in ms.
+    #[arg(long, default_value_t = 100)]
+    pub gcs_resource_poll_period_ms: u64,
     /// A pull with no copy of the object anywhere fails after this many ms.
     #[arg(long, default_value_t = 60_000)]
     pub fetch_timeout_ms: u64,
 }
 
+fn split_command(flag: &str, cmd: &Option<String>) -> Result<Vec<String>, String> {
+    let words: Vec<String> = cmd.as_deref().unwrap_or("").split_whitespace().map(str::to_string).collect();
+    if cmd.is_some() && words.is_empty() {
+        return Err(format!("{flag} is empty"));
+    }
+    Ok(words)
+}
+
+fn seconds(flag: &str, s: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s).map_err(|_| format!("{flag} must be a non-negative number of seconds"))
+}
+
 impl StartArgs {
+    fn sched_config(&self, cpus: f64) -> Result<crate::config::SchedConfig, String> {
+        let cpus_whole = if cpus.is_finite() && cpus >= 1.0 { cpus as usize } else { 1 };
+        Ok(crate::config::SchedConfig {
+            worker_command: split_command("--worker-command", &self.worker_command)?,
+            num_prestart_workers: self.num_prestart_workers,
+            maximum_startup_concurrency: self.maximum_startup_concurrency.unwrap_or(cpus_whole),
+            worker_register_timeout: seconds("--worker-register-timeout-s", self.worker_register_timeout_s)?,
+            idle_worker_killing_time_threshold: Duration::from_millis(self.idle_worker_killing_time_threshold_ms),
+            kill_idle_workers_interval: Duration::from_millis(self.kill_idle_workers_interval_ms),
+            num_workers_soft_limit: usize::try_from(self.num_workers_soft_limit).ok(),
+            kill_worker_timeout: Duration::from_millis(self.kill_worker_timeout_ms),
+            agent_command: split_command("--agent-command", &self.agent_command)?,
+            agent_restart_interval: Duration::from_millis(self.agent_restart_interval_ms.max(1)),
+            agent_register_timeout: seconds("--agent-register-timeout-s", self.agent_register_timeout_s)?,
+            gcs_resource_poll_period: Duration::from_millis(self.gcs_resource_poll_period_ms),
+            ..Default::default()
+        })
+    }
+
     /// Builds the node configuration (session and token are settled by `cli::session`).
     pub fn to_config(&self) -> Result<NodeConfig, String> {
         let mut cfg = NodeConfig::new(self.temp_dir.clone());
@@ -271,6 +342,7 @@ impl StartArgs {
         cfg.max_local_frame = self.max_local_frame;
         cfg.system_config = self.system_config.clone();
         cfg.node_name = self.node_name.clone();
+        cfg.sched = self.sched_config(cpus)?;
         cfg.fetch_timeout = Duration::from_millis(self.fetch_timeout_ms);
         Ok(cfg)
     }

@@ -27,6 +27,10 @@ pub struct NodeServices {
     pub clients: ClientTable,
     /// The GCS (head only).
     pub gcs: Option<Rc<GcsServer>>,
+    /// The GCS's placement groups (head only).
+    pub gcs_pgs: Option<Rc<super::sched::gcs_pg::GcsPlacementGroups>>,
+    /// The scheduling plane: worker pool, leases, resources, bundles, agent.
+    pub sched: Rc<super::sched::SchedService>,
     session: RefCell<Option<Rc<GcsSession>>>,
     gcs_addr: Cell<Option<SocketAddr>>,
     metrics_addr: Cell<Option<SocketAddr>>,
@@ -38,19 +42,22 @@ impl NodeServices {
     pub async fn create(shard: &Rc<Shard>) -> Result<Rc<Self>, String> {
         let cfg = &shard.cfg;
         let gcs = cfg.head.then(|| GcsServer::new(cfg.heartbeat_timeout, &cfg.system_config, shard.node_id));
+        let gcs_pgs = gcs.as_ref().map(|g| super::sched::gcs_pg::GcsPlacementGroups::new(g.clone(), shard));
         let node = Rc::new(Self {
             clients: ClientTable::new(shard.node_id),
             gcs,
+            gcs_pgs,
+            sched: super::sched::SchedService::new(shard)?,
             session: RefCell::new(None),
             gcs_addr: Cell::new(cfg.gcs_address),
             metrics_addr: Cell::new(None),
         });
-        if let Some(gcs) = &node.gcs {
+        if let (Some(gcs), Some(pgs)) = (&node.gcs, &node.gcs_pgs) {
             let addr = SocketAddr::new(cfg.node_ip, cfg.gcs_port);
             let listener = glommio::net::TcpListener::bind(addr).map_err(|e| format!("GCS port {addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             node.gcs_addr.set(Some(bound));
-            let router = Rc::new(super::routes::gcs(gcs));
+            let router = Rc::new(super::routes::gcs(gcs, pgs));
             let server = Rc::new(crate::rpc::server::ServerConfig {
                 label: "gcs",
                 auth_token: shard.token.clone(),
@@ -148,21 +155,33 @@ impl NodeServices {
     pub fn start_periodic(self: &Rc<Self>, shard: &Rc<Shard>) {
         if let Some(gcs) = &self.gcs {
             shard.keep(glommio::spawn_local(gcs.clone().detect_failures()).detach());
+            let period = shard.cfg.sched.gcs_resource_poll_period;
+            let sync = super::sched::gcs_sync::poll_and_broadcast(gcs.clone(), shard.clone(), period);
+            shard.keep(glommio::spawn_local(sync).detach());
+        }
+        if let Some(pgs) = &self.gcs_pgs {
+            pgs.start(shard);
         }
         if let Some(session) = self.session() {
             let period = shard.cfg.heartbeat_period;
             shard.keep(glommio::spawn_local(session.clone().heartbeat_loop(shard.clone(), period)).detach());
+            let sched = Rc::downgrade(&self.sched);
             let (s, sess) = (shard.clone(), session.clone());
             let on_change = move |change: PeerChange| {
+                if let Some(sched) = sched.upgrade() {
+                    sched.peer_changed(change.clone());
+                }
                 let (s, sess) = (s.clone(), sess.clone());
                 glommio::spawn_local(async move { broadcast_peers(&s, &sess, change).await }).detach();
             };
             shard.keep(glommio::spawn_local(session.watch_nodes(shard.clone(), on_change)).detach());
         }
+        self.sched.start(shard);
     }
 
     /// Graceful stop: unregister from the GCS and remove the socket.
     pub async fn stop(&self, shard: &Shard, reason: &str) {
+        self.sched.stop();
         if let Some(s) = self.session() {
             s.set_stopping();
             s.unregister(shard.node_id, reason).await;
@@ -190,17 +209,44 @@ impl NodeServices {
         out
     }
 
-    /// Whether a worker's startup token is one this node's pool issued.
+    /// Whether a worker's startup token is one this node's pool issued and still waits
+    /// for (the pool records the registration when it is).
     pub fn check_worker_token(&self, req: &Register) -> Result<(), String> {
-        if req.startup_token < 0 {
-            return Err("a worker must present the startup token it was started with".into());
+        self.sched.admit_worker(req)
+    }
+
+    /// Registers a local client and tells the pool about drivers.
+    pub fn register_client(
+        &self,
+        shard: &crate::shard::Shard,
+        conn_shard: crate::ids::ShardId,
+        req: Register,
+    ) -> crate::local::codec::RegisterReply {
+        let (id, kind, job, pid) = (req.worker_id, req.kind, req.job_id, req.pid);
+        let reply = self.clients.register(shard, conn_shard, req);
+        if reply.success && kind == crate::local::codec::ClientKind::Driver {
+            self.sched.driver_registered(id, job, pid);
         }
+        reply
+    }
+
+    /// A registered client announced its port.
+    pub fn announce_port(&self, id: crate::ids::WorkerId, port: i32) -> Result<(), String> {
+        self.clients.announce_port(id, port)?;
+        self.sched.port_announced(id, port);
         Ok(())
+    }
+
+    /// A registered client's connection closed.
+    pub fn client_gone(&self, id: crate::ids::WorkerId, detail: &str) {
+        if let Some(rec) = self.clients.gone(id, detail) {
+            self.sched.client_gone(id, rec.kind);
+        }
     }
 
     /// A child process of this node ended (reaped by the signal thread).
     pub fn child_exited(&self, _shard: &Rc<Shard>, exit: crate::shard::bootstrap::ChildExit) {
-        tracing::debug!(pid = exit.pid, code = exit.code, "child process exited");
+        self.sched.child_exited(exit);
     }
 
     /// The node's GetNodeStats: gathers every shard.

@@ -81,7 +81,7 @@ impl node_manager_service::NodeManagerServiceHandler for NodeRpc {
     }
 
     async fn global_gc(&self, req: GlobalGcRequest) -> Result<GlobalGcReply, Status> {
-        crate::services::objects::rpc::global_gc(&self.0, req).await
+        crate::services::sched::rpc::global_gc(&self.0, req).await
     }
 
     async fn format_global_memory_info(

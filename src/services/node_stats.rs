@@ -36,7 +36,15 @@ pub async fn gather(node: &NodeServices, shard: &Rc<Shard>) -> GetNodeStatsReply
             reply.core_workers_stats.extend(workers);
         }
     }
+    // Pool workers (state and lease) come from the scheduling plane; other clients
+    // (drivers, and workers the pool does not know) from the client table.
+    node.sched.fill_node_stats(&mut reply);
+    let pooled: std::collections::HashSet<Vec<u8>> =
+        reply.core_workers_stats.iter().map(|w| w.worker_id.clone()).collect();
     for (id, c) in node.clients.snapshot() {
+        if pooled.contains(id.as_bytes()) {
+            continue;
+        }
         reply.core_workers_stats.push(WorkerStats {
             worker_id: id.to_vec(),
             pid: c.pid as u32,

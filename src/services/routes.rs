@@ -25,6 +25,7 @@ macro_rules! service {
 pub fn node_manager(shard: &Rc<Shard>) -> Router {
     let mut r = Router::default();
     service!(r, node_manager_service, NodeRpc(shard.clone()));
+    service!(r, agent_manager_service, super::sched::rpc::AgentRpc(shard.clone()));
     r
 }
 
@@ -43,12 +44,13 @@ pub fn object_manager(shard: &Rc<Shard>) -> Router {
 }
 
 /// The GCS port (head only).
-pub fn gcs(gcs: &Rc<GcsServer>) -> Router {
+pub fn gcs(gcs: &Rc<GcsServer>, pgs: &Rc<super::sched::gcs_pg::GcsPlacementGroups>) -> Router {
     let mut r = Router::default();
     service!(r, node_info_gcs_service, gcs.clone());
     service!(r, heartbeat_info_gcs_service, gcs.clone());
     service!(r, node_resource_info_gcs_service, gcs.clone());
     service!(r, internal_kv_gcs_service, gcs.clone());
+    service!(r, placement_group_info_gcs_service, pgs.clone());
     service!(r, object_directory_gcs_service, gcs.objects.clone());
     r
 }
@@ -65,6 +67,10 @@ pub fn method_name(service: u16, method: u16) -> Option<String> {
             (node_resource_info_gcs_service::NAME, node_resource_info_gcs_service::method_name)
         }
         internal_kv_gcs_service::SERVICE_ID => (internal_kv_gcs_service::NAME, internal_kv_gcs_service::method_name),
+        agent_manager_service::SERVICE_ID => (agent_manager_service::NAME, agent_manager_service::method_name),
+        placement_group_info_gcs_service::SERVICE_ID => {
+            (placement_group_info_gcs_service::NAME, placement_group_info_gcs_service::method_name)
+        }
         object_directory_gcs_service::SERVICE_ID => {
             (object_directory_gcs_service::NAME, object_directory_gcs_service::method_name)
         }

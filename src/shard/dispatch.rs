@@ -31,18 +31,21 @@ pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
             None => Rep::Ack,
         }),
         Req::RegisterClient { shard: conn_shard, req } => Some(match shard.node() {
-            Some(node) => Rep::Registered(node.clients.register(&shard, conn_shard, req)),
+            Some(node) => Rep::Registered(node.register_client(&shard, conn_shard, req)),
             None => Rep::Ack,
         }),
         Req::ClientPort { worker_id, port } => Some(match shard.node() {
-            Some(node) => Rep::PortAnnounced(node.clients.announce_port(worker_id, port)),
+            Some(node) => Rep::PortAnnounced(node.announce_port(worker_id, port)),
             None => Rep::Ack,
         }),
-        Req::Sched(r) => match r {},
+        Req::Sched(r) => Some(match shard.node() {
+            Some(node) => Rep::Sched(node.sched.handle(r).await),
+            None => Rep::Ack,
+        }),
         Req::Obj(r) => crate::services::objects::handle::handle(shard, r).await,
         Req::ClientGone { worker_id, detail } => {
             if let Some(node) = shard.node() {
-                node.clients.gone(worker_id, &detail);
+                node.client_gone(worker_id, &detail);
             }
             let _ = from;
             None

@@ -262,7 +262,9 @@ impl NodeOpts {
         c.args(["--temp-dir", &dir.display().to_string()]);
         // Keep the store small: tests run several nodes at once on a small machine.
         c.args(["--object-store-memory", &(32u64 << 20).to_string()]);
-        c.args(["--num-cpus", "2"]);
+        if !self.args.iter().any(|a| a == "--num-cpus") {
+            c.args(["--num-cpus", "2"]);
+        }
         if let Some((p, t)) = self.heartbeat {
             c.args(["--heartbeat-period-ms", &p.to_string(), "--heartbeat-timeout-ms", &t.to_string()]);
         }

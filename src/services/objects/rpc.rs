@@ -63,11 +63,6 @@ pub async fn request_object_spillage(
     })
 }
 
-/// `GlobalGC` moves to the scheduling plane with worker LocalGC.
-pub async fn global_gc(_shard: &Rc<Shard>, _req: GlobalGcRequest) -> Result<GlobalGcReply, Status> {
-    Err(Status::unimplemented("GlobalGC: not yet (scheduling plane)"))
-}
-
 /// `FormatGlobalMemoryInfo`: GetNodeStats from every alive node (this one included),
 /// aggregated: time fields by max, counters summed, `object_pulls_queued` OR'ed; failed
 /// nodes contribute nothing. With `include_memory_info` the summary lists every object.
