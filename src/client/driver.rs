@@ -241,7 +241,16 @@ impl Driver {
             self.conns.remove(&addr);
         }
         if !self.conns.contains_key(&addr) {
-            let c = RpcConn::connect(addr, &self.token, self.timeout)?;
+            // Lease calls are answered by the raylet's shard 0; a connection the kernel
+            // hands to another shard pays a cross-shard hop on every call, so reconnect a
+            // few times to land on shard 0 (the hello ack says where we landed).
+            let mut c = RpcConn::connect(addr, &self.token, self.timeout)?;
+            for _ in 0..8 {
+                if c.shard() == 0 {
+                    break;
+                }
+                c = RpcConn::connect(addr, &self.token, self.timeout)?;
+            }
             self.conns.insert(addr, c);
         }
         Ok(self.conns.get_mut(&addr).expect("inserted above"))

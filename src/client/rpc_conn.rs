@@ -33,6 +33,7 @@ pub struct RpcConn {
     limits: FrameLimits,
     read_timeout: Option<Duration>,
     dead: bool,
+    shard: u32,
 }
 
 fn io_err(e: FrameIoError) -> RpcError {
@@ -63,12 +64,21 @@ impl RpcConn {
             limits: FrameLimits::default(),
             read_timeout: Some(timeout),
             dead: false,
+            shard: 0,
         };
         let limits = c.limits;
         match c.stream.send_hello(token, &limits).map_err(io_err)? {
-            Ok(()) => Ok(c),
+            Ok(shard) => {
+                c.shard = shard;
+                Ok(c)
+            }
             Err(why) => Err(RpcError::Handshake(format!("{addr}: {why}"))),
         }
+    }
+
+    /// The peer's shard serving this connection (0 for single-threaded peers).
+    pub fn shard(&self) -> u32 {
+        self.shard
     }
 
     /// Polls for replies up to `spin` before blocking (see [`FrameStream::set_spin`]).

@@ -146,13 +146,14 @@ impl FrameStream {
             }
             Some(_) => (true, String::new()),
         };
-        let ack = HelloAck { protocol_version: PROTOCOL_VERSION, ok, message };
+        let ack = HelloAck { protocol_version: PROTOCOL_VERSION, ok, message, shard: 0 };
         self.write_frame(FrameHeader::control(FrameKind::HelloAck), &ack.encode_to_vec())?;
         Ok(ok)
     }
 
-    /// Client side of the hello: `Ok(Err(reason))` when the peer refused.
-    pub fn send_hello(&mut self, token: &str, limits: &FrameLimits) -> Result<Result<(), String>, FrameIoError> {
+    /// Client side of the hello: the serving shard, or `Ok(Err(reason))` when the peer
+    /// refused.
+    pub fn send_hello(&mut self, token: &str, limits: &FrameLimits) -> Result<Result<u32, String>, FrameIoError> {
         let hello = Hello { protocol_version: PROTOCOL_VERSION, auth_token: token.to_string() };
         self.write_frame(FrameHeader::control(FrameKind::Hello), &hello.encode_to_vec())?;
         let (h, p) = self.read_frame(limits)?;
@@ -160,7 +161,7 @@ impl FrameStream {
             return Ok(Err(format!("expected a hello ack, got {:?}", h.kind)));
         }
         match HelloAck::decode(p.as_slice()) {
-            Ok(a) if a.ok => Ok(Ok(())),
+            Ok(a) if a.ok => Ok(Ok(a.shard)),
             Ok(a) => Ok(Err(a.message)),
             Err(e) => Ok(Err(format!("undecodable hello ack: {e}"))),
         }

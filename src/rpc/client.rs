@@ -5,7 +5,7 @@
 //! in flight, and idempotent calls are retried with exponential backoff until their
 //! deadline. Owned by one executor (`Rc`, not `Send`).
 
-use super::conn::{spawn_writer, split_local, FrameReader, FrameSender, OutFrame, ReadError, Trailer};
+use super::conn::{split_local, FrameReader, FrameSender, OutFrame, ReadError, Trailer};
 use super::frame::{encode_frame, FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
 use super::status::{CallOpts, RpcError, Status};
 use crate::wire::rpc::{Hello, HelloAck, RpcStatus};
@@ -111,7 +111,7 @@ impl RpcClient {
         let _ = stream.set_nodelay(true);
         let (r, w) = split_local(stream);
         let mut reader = FrameReader::new(r, self.limits);
-        let (tx, _writer) = spawn_writer(w, 256, |_| {});
+        let tx = FrameSender::new(w, |_| {});
         let hello = Hello { protocol_version: PROTOCOL_VERSION, auth_token: self.token.to_string() };
         tx.send(OutFrame::new(FrameHeader::control(FrameKind::Hello), &hello.encode_to_vec()))
             .await

@@ -7,7 +7,6 @@
 
 use super::frame::{encode_frame, FrameError, FrameHeader, FrameLimits, HEADER_LEN};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
@@ -140,51 +139,98 @@ impl OutFrame {
     }
 }
 
-/// Queue side of the writer task. Cloneable; closing happens when every clone is dropped.
-#[derive(Debug, Clone)]
+/// The write side of a connection, shared by every task that replies on it. The first
+/// sender to find it idle writes its frame itself, then any frames other tasks queued
+/// meanwhile, in order; a sender that finds a write in progress only queues. So a reply
+/// costs no extra task switch, and frames never interleave.
+#[derive(Clone)]
 pub struct FrameSender {
-    tx: Rc<LocalSender<OutFrame>>,
+    inner: Rc<WriterInner>,
 }
 
-/// The writer task stopped: the connection is gone.
+struct WriterInner {
+    w: RefCell<Option<Box<dyn AsyncWrite + Unpin>>>,
+    queue: RefCell<std::collections::VecDeque<OutFrame>>,
+    closed: std::cell::Cell<bool>,
+    on_bytes: Box<dyn Fn(usize)>,
+}
+
+impl std::fmt::Debug for FrameSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameSender").field("queued", &self.inner.queue.borrow().len()).finish()
+    }
+}
+
+struct CloseOnDrop<'a>(&'a std::cell::Cell<bool>);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// The connection's write side failed or was closed.
 #[derive(Debug, thiserror::Error)]
 #[error("connection writer is closed")]
 pub struct WriterClosed;
 
 impl FrameSender {
-    /// Queues a frame, waiting while the queue is full.
-    pub async fn send(&self, f: OutFrame) -> Result<(), WriterClosed> {
-        self.tx.send(f).await.map_err(|_| WriterClosed)
+    /// A writer over `w`; `on_bytes` is told the size of each frame written.
+    pub fn new<W: AsyncWrite + Unpin + 'static>(w: W, on_bytes: impl Fn(usize) + 'static) -> Self {
+        Self {
+            inner: Rc::new(WriterInner {
+                w: RefCell::new(Some(Box::new(w))),
+                queue: RefCell::new(std::collections::VecDeque::new()),
+                closed: std::cell::Cell::new(false),
+                on_bytes: Box::new(on_bytes),
+            }),
+        }
     }
-}
 
-/// Starts the writer task for `w`; returns its queue. The task ends when the queue is
-/// dropped or a write fails (the error is logged by the caller via the read side).
-pub fn spawn_writer<W: AsyncWrite + Unpin + 'static>(
-    mut w: W,
-    depth: usize,
-    on_bytes: impl Fn(usize) + 'static,
-) -> (FrameSender, glommio::task::JoinHandle<()>) {
-    let (tx, rx): (LocalSender<OutFrame>, LocalReceiver<OutFrame>) = local_channel::new_bounded(depth);
-    let task = glommio::spawn_local(async move {
-        while let Some(f) = rx.recv().await {
+    /// Sends a frame: written now if the connection is idle, else queued behind the write
+    /// in progress (whose sender writes it).
+    pub async fn send(&self, f: OutFrame) -> Result<(), WriterClosed> {
+        if self.inner.closed.get() {
+            return Err(WriterClosed);
+        }
+        self.inner.queue.borrow_mut().push_back(f);
+        // Taking the writer out of the cell means no borrow is held across the awaits.
+        let Some(mut w) = self.inner.w.borrow_mut().take() else { return Ok(()) };
+        // If this task is cancelled mid-write, the writer is gone with it: mark the
+        // connection closed so later senders fail instead of queueing forever.
+        let guard = CloseOnDrop(&self.inner.closed);
+        loop {
+            let next = self.inner.queue.borrow_mut().pop_front();
+            let Some(f) = next else { break };
             let mut res = w.write_all(&f.head).await;
             let mut n = f.head.len();
             if let (Ok(()), Some(t)) = (&res, &f.trailer) {
                 res = w.write_all(t.bytes()).await;
                 n += t.bytes().len();
             }
-            on_bytes(n);
+            (self.inner.on_bytes)(n);
             let failed = res.is_err();
             if let Some(done) = f.done {
                 let _ = done.send(res);
             }
             if failed {
-                break;
+                self.inner.closed.set(true);
+                self.inner.queue.borrow_mut().clear();
+                let _ = w.close().await;
+                return Err(WriterClosed);
             }
         }
-        let _ = w.close().await;
-    })
-    .detach();
-    (FrameSender { tx: Rc::new(tx) }, task)
+        *self.inner.w.borrow_mut() = Some(w);
+        std::mem::forget(guard);
+        Ok(())
+    }
+
+    /// Closes the write side (after whatever is queued when no write is in progress).
+    pub async fn close(&self) {
+        self.inner.closed.set(true);
+        let w = self.inner.w.borrow_mut().take();
+        if let Some(mut w) = w {
+            let _ = w.close().await;
+        }
+    }
 }

@@ -5,7 +5,7 @@
 //! it) and serves the connections the kernel hands it. Bad input closes only the offending
 //! connection, with a logged reason and a counted error.
 
-use super::conn::{spawn_writer, split_local, FrameReader, FrameSender, OutFrame, ReadError};
+use super::conn::{split_local, FrameReader, FrameSender, OutFrame, ReadError};
 use super::frame::{FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
 use super::status::Status;
 use crate::metrics::{ErrorKind, Metrics};
@@ -124,7 +124,7 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerC
     let mut reader = FrameReader::new(r, cfg.limits);
     let metrics = cfg.metrics.clone();
     let shard = cfg.shard;
-    let (tx, writer) = spawn_writer(w, 256, move |_| {
+    let tx = FrameSender::new(w, move |_| {
         metrics.shard(shard).rpc_frames_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     });
     let outcome = match handshake(&mut reader, &tx, &cfg).await {
@@ -138,10 +138,9 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerC
             tracing::warn!(label = cfg.label, shard = cfg.shard, %peer, "closing connection: {reason}");
         }
     }
-    drop(tx);
-    // Let queued replies (e.g. a refused hello's answer) drain before the socket closes.
+    // Replies are written by their senders before `send` returns; close the write side.
     let _ = glommio::timer::timeout(Duration::from_secs(1), async {
-        writer.await;
+        tx.close().await;
         Ok(())
     })
     .await;
@@ -175,7 +174,8 @@ async fn handshake<R: futures_lite::AsyncRead + Unpin>(
     let refuse = |msg: String| {
         OutFrame::new(
             FrameHeader::control(FrameKind::HelloAck),
-            &HelloAck { protocol_version: PROTOCOL_VERSION, ok: false, message: msg }.encode_to_vec(),
+            &HelloAck { protocol_version: PROTOCOL_VERSION, ok: false, message: msg, shard: cfg.shard as u32 }
+                .encode_to_vec(),
         )
     };
     if hello.protocol_version != PROTOCOL_VERSION {
@@ -187,7 +187,8 @@ async fn handshake<R: futures_lite::AsyncRead + Unpin>(
         let _ = tx.send(refuse("wrong auth token".into())).await;
         return Err((ErrorKind::RpcBadToken, "wrong auth token".into()));
     }
-    let ack = HelloAck { protocol_version: PROTOCOL_VERSION, ok: true, message: String::new() };
+    let ack =
+        HelloAck { protocol_version: PROTOCOL_VERSION, ok: true, message: String::new(), shard: cfg.shard as u32 };
     tx.send(OutFrame::new(FrameHeader::control(FrameKind::HelloAck), &ack.encode_to_vec()))
         .await
         .map_err(|e| (ErrorKind::RpcIo, e.to_string()))
@@ -250,28 +251,47 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
                 }
             }
         };
+        // Most handlers finish without waiting: answer those inline, with no task spawn.
+        let mut fut = fut;
+        if let Some(result) = futures_lite::future::poll_once(&mut fut).await {
+            let frame = reply_frame(&header, result, started, cfg, router);
+            let _ = tx.send(frame).await;
+            drop(permit);
+            continue;
+        }
         let (tx, cfg, in_flight, router) = (tx.clone(), cfg.clone(), in_flight.clone(), router.clone());
         in_flight.set(in_flight.get() + 1);
         glommio::spawn_local(async move {
             let result = fut.await;
-            let m = cfg.metrics.shard(cfg.shard);
-            m.record_call(header.service, header.method, started.elapsed());
-            let frame = match result {
-                Ok(bytes) => OutFrame::new(FrameHeader::reply_to(&header, FrameKind::Response), &bytes),
-                Err(status) => {
-                    let kind = match status.code {
-                        super::Code::InvalidArgument | super::Code::Unimplemented => ErrorKind::RpcBadRequest,
-                        _ => ErrorKind::RpcHandlerError,
-                    };
-                    m.error(kind);
-                    tracing::debug!(label = cfg.label, method = %router.method_name(header.service, header.method), "call failed: {status}");
-                    OutFrame::new(FrameHeader::reply_to(&header, FrameKind::Error), &status.to_proto().encode_to_vec())
-                }
-            };
+            let frame = reply_frame(&header, result, started, &cfg, &router);
             let _ = tx.send(frame).await;
             in_flight.set(in_flight.get() - 1);
             drop(permit);
         })
         .detach();
+    }
+}
+
+/// The reply frame of a finished call, counted in the metrics.
+fn reply_frame(
+    header: &FrameHeader,
+    result: Result<Vec<u8>, Status>,
+    started: Instant,
+    cfg: &ServerConfig,
+    router: &Router,
+) -> OutFrame {
+    let m = cfg.metrics.shard(cfg.shard);
+    m.record_call(header.service, header.method, started.elapsed());
+    match result {
+        Ok(bytes) => OutFrame::new(FrameHeader::reply_to(header, FrameKind::Response), &bytes),
+        Err(status) => {
+            let kind = match status.code {
+                super::Code::InvalidArgument | super::Code::Unimplemented => ErrorKind::RpcBadRequest,
+                _ => ErrorKind::RpcHandlerError,
+            };
+            m.error(kind);
+            tracing::debug!(label = cfg.label, method = %router.method_name(header.service, header.method), "call failed: {status}");
+            OutFrame::new(FrameHeader::reply_to(header, FrameKind::Error), &status.to_proto().encode_to_vec())
+        }
     }
 }
