@@ -81,7 +81,8 @@ fn create_remove(pgs: &mut PlacementGroups, shape: Shape, steps: &Mutex<Steps>) 
     let t2 = Instant::now();
     pgs.remove(id).map_err(|e| format!("RemovePlacementGroup: {e}"))?;
     let t3 = Instant::now();
-    let mut s = steps.lock().unwrap_or_else(|p| p.into_inner());
+    let mut guard = steps.lock().unwrap_or_else(|p| p.into_inner());
+    let s = &mut *guard;
     for (h, d) in [(&mut s.create, t1 - t0), (&mut s.ready, t2 - t1), (&mut s.remove, t3 - t2)] {
         h.saturating_record(d.as_nanos() as u64);
     }
