@@ -163,4 +163,20 @@ impl TcpPingPong {
     pub(crate) fn rtt(&mut self) -> Res<()> {
         one_rtt(&mut self.s, &self.req, &mut self.resp)
     }
+
+    /// `n` round trips with up to `window` requests in flight (each request one `write`,
+    /// each reply one `read_exact`), like a pipelined RPC client.
+    pub(crate) fn pipelined(&mut self, n: usize, window: usize) -> Res<()> {
+        let window = window.clamp(1, n.max(1));
+        let (mut sent, mut got) = (0, 0);
+        while got < n {
+            while sent < n && sent - got < window {
+                self.s.write_all(&self.req).map_err(|e| format!("baseline write: {e}"))?;
+                sent += 1;
+            }
+            self.s.read_exact(&mut self.resp).map_err(|e| format!("baseline read: {e}"))?;
+            got += 1;
+        }
+        Ok(())
+    }
 }

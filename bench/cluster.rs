@@ -24,10 +24,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Target {
     /// The node's NodeManagerService.
     pub(crate) node_manager: SocketAddr,
+    /// The cluster's GCS.
+    pub(crate) gcs: SocketAddr,
     /// Its local socket, when reachable from here.
     pub(crate) socket: Option<PathBuf>,
     /// The cluster auth token.
     pub(crate) token: String,
+    /// The session directory of a node started here (its `auth_token` lets joiners in).
+    pub(crate) session: Option<PathBuf>,
     /// Its shard count, when known.
     pub(crate) shards: Option<usize>,
     /// Whether this bench started the node (so it knows the node's CPU placement).
@@ -40,9 +44,15 @@ pub(crate) struct Target {
 impl Target {
     /// Starts a head node, or finds the one `--address` names.
     pub(crate) fn obtain(opts: &Opts) -> Res<Self> {
+        Self::obtain_with(opts, &[])
+    }
+
+    /// Like [`Self::obtain`], with `node_args` for a node started here (before the
+    /// `--node-arg` ones, which thus win); ignored with `--address`.
+    pub(crate) fn obtain_with(opts: &Opts, node_args: &[String]) -> Res<Self> {
         match &opts.address {
             Some(a) => Self::external(a, opts),
-            None => Self::start_local(opts),
+            None => Self::start_local(opts, node_args),
         }
     }
 
@@ -51,18 +61,17 @@ impl Target {
         &self.describe
     }
 
-    fn start_local(opts: &Opts) -> Res<Self> {
-        let bin = match &opts.raylet {
-            Some(b) => b.clone(),
-            None => sibling_raylet()?,
-        };
+    fn start_local(opts: &Opts, node_args: &[String]) -> Res<Self> {
+        let bin = raylet_bin(opts)?;
         let parent = opts.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
         let mut args: Vec<String> = vec!["--head".into(), "--port".into(), "0".into()];
         args.extend(["--shards".into(), opts.shards.to_string()]);
+        args.extend(node_args.iter().cloned());
         args.extend(opts.node_args.iter().cloned());
         let node = LocalNode::start(&bin, &parent, &args, opts.keep_temp)?;
         let ready = &node.ready;
         let node_manager = parse_addr(ready.get("node_manager_address"), "node_manager_address")?;
+        let gcs = parse_addr(ready.get("gcs_address"), "gcs_address")?;
         let session = PathBuf::from(ready.get("session_dir").ok_or("ready line lacks session_dir")?);
         let token = match std::env::var("RAYLET_AUTH_TOKEN") {
             Ok(t) if !t.is_empty() => t,
@@ -76,8 +85,10 @@ impl Target {
         );
         Ok(Self {
             node_manager,
+            gcs,
             socket: ready.get("socket").map(PathBuf::from),
             token,
+            session: Some(session),
             shards: Some(opts.shards),
             started_here: true,
             describe,
@@ -106,8 +117,10 @@ impl Target {
         );
         Ok(Self {
             node_manager,
+            gcs: cluster.gcs,
             socket,
             token: cluster.token,
+            session: None,
             shards: Some(n.num_shards as usize).filter(|&s| s > 0),
             started_here: false,
             describe,
@@ -171,6 +184,14 @@ fn parse_addr(v: Option<&str>, what: &str) -> Res<SocketAddr> {
     v.parse().map_err(|e| format!("bad {what} {v:?}: {e}"))
 }
 
+/// The `raylet` binary: `--raylet`, else the one next to this executable.
+pub(crate) fn raylet_bin(opts: &Opts) -> Res<PathBuf> {
+    match &opts.raylet {
+        Some(b) => Ok(b.clone()),
+        None => sibling_raylet(),
+    }
+}
+
 /// The `raylet` binary in the same target dir as this executable.
 fn sibling_raylet() -> Res<PathBuf> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -232,6 +253,8 @@ impl Ready {
 #[derive(Debug)]
 pub(crate) struct LocalNode {
     child: Child,
+    /// `--auth-token-file` among its arguments (a joiner keeps no token of its own).
+    token_file: Option<PathBuf>,
     /// Its ready line.
     pub(crate) ready: Ready,
     /// Its temp dir (stderr in `raylet.stderr`, sessions under it).
@@ -264,7 +287,9 @@ impl LocalNode {
                 }
             }
         });
-        let mut node = Self { child, ready: Ready(BTreeMap::new()), dir };
+        let token_file =
+            args.iter().position(|a| a == "--auth-token-file").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+        let mut node = Self { child, token_file, ready: Ready(BTreeMap::new()), dir };
         match rx.recv_timeout(READY_TIMEOUT) {
             Ok(r) => node.ready = r,
             Err(_) => {
@@ -282,11 +307,12 @@ impl LocalNode {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
-        let token = self.ready.get("session_dir").and_then(|s| {
-            raylet::cli::session::read_token(&Path::new(s).join("auth_token"))
-                .ok()
-                .or_else(|| std::env::var("RAYLET_AUTH_TOKEN").ok())
-        });
+        let own = self.ready.get("session_dir").map(|s| Path::new(s).join("auth_token"));
+        let token = own
+            .iter()
+            .chain(self.token_file.iter())
+            .find_map(|f| raylet::cli::session::read_token(f).ok())
+            .or_else(|| std::env::var("RAYLET_AUTH_TOKEN").ok());
         let nm = self.ready.get("node_manager_address").and_then(|a| a.parse::<SocketAddr>().ok());
         if let (Some(token), Some(nm)) = (token, nm) {
             let mut c = BlockingClient::new(nm, token);

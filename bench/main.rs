@@ -14,10 +14,13 @@
 
 mod baseline;
 mod cluster;
+mod lease;
 mod measure;
 mod objects;
+mod pg;
 mod report;
 mod rpc;
+mod tasks;
 
 use clap::{Parser, ValueEnum};
 use report::Report;
@@ -50,6 +53,21 @@ const SUITES: &[Suite] = &[
         name: "transfer",
         about: "pulls of 1 MiB..1 GiB between two local nodes; baseline raw loopback TCP",
         run: objects::run_transfer,
+    },
+    Suite {
+        name: "lease",
+        about: "lease + return latency at 1/4/16 clients and throughput, idle workers prestarted; baselines raw TCP",
+        run: lease::run,
+    },
+    Suite {
+        name: "tasks",
+        about: "sync task (lease, noop, return) latency and noop tasks/s on held leases; baselines raw TCP",
+        run: tasks::run,
+    },
+    Suite {
+        name: "pg",
+        about: "placement-group create + wait ready + remove per second; baseline raw TCP round trips/s",
+        run: pg::run,
     },
 ];
 
@@ -126,6 +144,18 @@ pub(crate) struct Opts {
     /// Keep the started node's temp dir (logs) instead of deleting it.
     #[arg(long)]
     pub(crate) keep_temp: bool,
+    /// tasks: leases held at once in `task_held_lease` (one client thread each).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) held_leases: usize,
+    /// tasks: tasks in flight per held lease in `task_held_lease` (push_tasks window).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) window: usize,
+    /// tasks: tasks per push_tasks call in `task_held_lease`.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) batch: usize,
+    /// pg: also measure on two nodes (a joiner started here), STRICT_SPREAD over both.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub(crate) two_nodes: bool,
 }
 
 impl Opts {

@@ -127,6 +127,16 @@ where
     M: Fn(usize) -> Res<C> + Sync,
     O: Fn(&mut C) -> Res<()> + Sync,
 {
+    throughput_counted(cfg, make, |c| op(c).map(|()| 1))
+}
+
+/// Like [`throughput`] for calls that each complete several operations (a batch): `op`
+/// returns how many. The latency histogram holds one sample per call, not per operation.
+pub(crate) fn throughput_counted<C, M, O>(cfg: &RateCfg, make: M, op: O) -> Res<Rate>
+where
+    M: Fn(usize) -> Res<C> + Sync,
+    O: Fn(&mut C) -> Res<u64> + Sync,
+{
     let phase = AtomicU8::new(WARM);
     let start = Barrier::new(cfg.clients + 1);
     let (per, elapsed) = std::thread::scope(|scope| {
@@ -142,10 +152,10 @@ where
                     let (mut n, mut h) = (0u64, histogram());
                     while phase.load(Relaxed) != STOP {
                         let t = Instant::now();
-                        op(&mut client)?;
+                        let done = op(&mut client)?;
                         if phase.load(Relaxed) == MEASURE {
                             record(&mut h, t.elapsed());
-                            n += 1;
+                            n += done;
                         }
                     }
                     Ok((n, h))

@@ -71,14 +71,14 @@ pub(crate) fn run(opts: &Opts, report: &mut Report) -> Res<()> {
     tcp_throughput(&target, sizes, opts, report)
 }
 
-fn rpc_client(target: &Target) -> Res<BlockingClient> {
+pub(crate) fn rpc_client(target: &Target) -> Res<BlockingClient> {
     let mut c = BlockingClient::new(target.node_manager, target.token.clone());
     c.connect(Duration::from_secs(5)).map_err(|e| format!("connecting to {}: {e}", target.node_manager))?;
     Ok(c)
 }
 
 /// Per-shard open RPC connections, by shard index.
-fn rpc_connections(c: &mut BlockingClient) -> Res<Vec<u64>> {
+pub(crate) fn rpc_connections(c: &mut BlockingClient) -> Res<Vec<u64>> {
     let stats = node_manager_service::blocking::get_node_stats(
         c,
         &GetNodeStatsRequest { include_memory_info: false },
