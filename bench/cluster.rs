@@ -171,7 +171,7 @@ pub(crate) fn placement(n: usize, started_here: bool, pin: Pin) -> Res<Placement
         let shard_cpus = if known { format!("{:?}", &cpus[..n]) } else { "unknown".into() };
         let describe = match (client, server) {
             (Some(c), Some(s)) => format!(
-                "pinning ({pin:?}): shards on CPUs {shard_cpus}; latency client on CPU {c}, baseline echo threads on CPU {s}; throughput threads unpinned"
+                "pinning ({pin:?}): shards on CPUs {shard_cpus}; latency client on CPU {c}, baseline echo threads on CPU {s}; single-client throughput runs placed the same; multi-client runs unpinned"
             ),
             _ => format!("pinning: none on the bench side; node shards on CPUs {shard_cpus}"),
         };

@@ -307,7 +307,7 @@ fn concurrent(
     let echo = TcpEcho::start(sizes, None)?;
     let rounds = opts.rounds.max(1);
     for &n in conc.iter().filter(|&&n| n > 1) {
-        let cfg = RateCfg { clients: n, warmup: opts.warmup_time(), duration: opts.duration() / rounds };
+        let cfg = RateCfg { clients: n, warmup: opts.warmup_time(), duration: opts.duration() / rounds, pin: None };
         eprintln!("lease: lease_return_c{n} / lease_throughput_c{n} vs raw TCP at c{n} ...");
         let (mut raw, mut real) = (Vec::new(), Vec::new());
         for _ in 0..rounds {

@@ -72,6 +72,9 @@ pub(crate) struct RateCfg {
     pub(crate) warmup: Duration,
     /// Measured time.
     pub(crate) duration: Duration,
+    /// The CPU every client thread is pinned to (single-client runs use the latency
+    /// client's CPU, so they are placed like the latency cases and their baselines).
+    pub(crate) pin: Option<usize>,
 }
 
 /// What a throughput run measured.
@@ -143,8 +146,9 @@ where
         let workers: Vec<_> = (0..cfg.clients)
             .map(|i| {
                 let (phase, start, make, op) = (&phase, &start, &make, &op);
+                let pin = cfg.pin;
                 scope.spawn(move || -> Res<(u64, Histogram<u64>)> {
-                    let client = make(i);
+                    let client = pin.map_or(Ok(()), pin_current).and_then(|()| make(i));
                     // Everyone reaches the barrier, even a client that failed to connect,
                     // so the others are not left waiting.
                     start.wait();

@@ -142,7 +142,7 @@ pub(crate) fn run(opts: &Opts, report: &mut Report) -> Res<()> {
     report.note(format!("GCS at {}", target.gcs));
     let sizes = create_sizes();
     report.note(format!(
-        "one op = CreatePlacementGroup + WaitPlacementGroupUntilReady + RemovePlacementGroup from one client in a closed loop (unpinned); raw_tcp_throughput_c1 uses the one-bundle create sizes {} / {} B; rounds: {} interleaved, {:.1} s measured per case, each run after {:.1} s warm-up",
+        "one op = CreatePlacementGroup + WaitPlacementGroupUntilReady + RemovePlacementGroup from one client in a closed loop (placed like the latency client, see pinning); raw_tcp_throughput_c1 uses the one-bundle create sizes {} / {} B; rounds: {} interleaved, {:.1} s measured per case, each run after {:.1} s warm-up",
         sizes.req, sizes.resp, opts.rounds, opts.duration_s, opts.warmup_s
     ));
     let joiner = if opts.two_nodes && target.started_here {
@@ -162,9 +162,11 @@ pub(crate) fn run(opts: &Opts, report: &mut Report) -> Res<()> {
     };
     wait_nodes(&target, if joiner.is_some() { 2 } else { 1 })?;
 
-    let echo = TcpEcho::start(sizes, None)?;
+    let place = target.placement(opts.pin)?;
+    report.note(&place.describe);
+    let echo = TcpEcho::start(sizes, place.server)?;
     let rounds = opts.rounds.max(1);
-    let cfg = RateCfg { clients: 1, warmup: opts.warmup_time(), duration: opts.duration() / rounds };
+    let cfg = RateCfg { clients: 1, warmup: opts.warmup_time(), duration: opts.duration() / rounds, pin: place.client };
     let mut cases = vec![("pg_create_remove", Shape { strategy: PlacementStrategy::Pack, bundles: 1 })];
     if joiner.is_some() {
         cases.push(("pg_create_remove_2nodes", Shape { strategy: PlacementStrategy::StrictSpread, bundles: 2 }));

@@ -68,7 +68,7 @@ pub(crate) fn run(opts: &Opts, report: &mut Report) -> Res<()> {
     ));
     tcp_latency(&mut rpc, sizes, &cfg, &place, report)?;
     drop(rpc);
-    tcp_throughput(&target, sizes, opts, report)
+    tcp_throughput(&target, sizes, opts, &place, report)
 }
 
 pub(crate) fn rpc_client(target: &Target) -> Res<BlockingClient> {
@@ -222,11 +222,19 @@ fn tcp_latency(
     Ok(())
 }
 
-fn tcp_throughput(target: &Target, sizes: Sizes, opts: &Opts, report: &mut Report) -> Res<()> {
-    let echo = TcpEcho::start(sizes, None)?;
+fn tcp_throughput(target: &Target, sizes: Sizes, opts: &Opts, place: &Placement, report: &mut Report) -> Res<()> {
     let rounds = opts.rounds.max(1);
     for &clients in &opts.concurrency {
-        let cfg = RateCfg { clients: clients.max(1), warmup: opts.warmup_time(), duration: opts.duration() / rounds };
+        // One client runs where the latency client runs, beside a baseline echo placed
+        // like the latency one; several clients and their echo threads are unpinned.
+        let pin = if clients <= 1 { (place.client, place.server) } else { (None, None) };
+        let echo = TcpEcho::start(sizes, pin.1)?;
+        let cfg = RateCfg {
+            clients: clients.max(1),
+            warmup: opts.warmup_time(),
+            duration: opts.duration() / rounds,
+            pin: pin.0,
+        };
         eprintln!("rpc: tcp_rpc_throughput_c{} vs raw_tcp_throughput_c{} ...", cfg.clients, cfg.clients);
         let (mut raw, mut real) = (Vec::new(), Vec::new());
         for _ in 0..rounds {

@@ -154,7 +154,7 @@ pub(crate) fn run(opts: &Opts, report: &mut Report) -> Res<()> {
     let per_run = opts.duration() / rounds;
     let tasks = vec![Task::Noop; batch];
     eprintln!("tasks: task_held_lease vs raw_tcp_pipelined_c{leases}_w{window} ...");
-    let cfg = RateCfg { clients: leases, warmup: opts.warmup_time(), duration: per_run };
+    let cfg = RateCfg { clients: leases, warmup: opts.warmup_time(), duration: per_run, pin: None };
     let (mut raw, mut real) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         raw.push(throughput_counted(&cfg, |_| echo.connect(), |c| c.pipelined(batch, window).map(|()| batch as u64))?);
@@ -178,7 +178,8 @@ pub(crate) fn run(opts: &Opts, report: &mut Report) -> Res<()> {
     );
 
     eprintln!("tasks: task_held_lease_sync_c1 vs raw_tcp_throughput_c1 ...");
-    let cfg = RateCfg { clients: 1, warmup: opts.warmup_time(), duration: per_run };
+    let cfg = RateCfg { clients: 1, warmup: opts.warmup_time(), duration: per_run, pin: place.client };
+    let echo = TcpEcho::start(push, place.server)?;
     let (mut raw, mut real) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         raw.push(throughput(&cfg, |_| echo.connect(), |c| c.rtt())?);

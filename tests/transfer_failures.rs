@@ -106,8 +106,13 @@ fn serve_pulls(mut conn: std::net::TcpStream, tx: mpsc::Sender<ObjectId>) {
         while let Ok(Some(f)) = d.next_frame() {
             let reply = match f.header.kind {
                 FrameKind::Hello => {
-                    let ack =
-                        HelloAck { protocol_version: PROTOCOL_VERSION, ok: true, message: String::new(), shard: 0 };
+                    let ack = HelloAck {
+                        protocol_version: PROTOCOL_VERSION,
+                        ok: true,
+                        message: String::new(),
+                        shard: 0,
+                        shards: 1,
+                    };
                     encode_frame(FrameHeader::control(FrameKind::HelloAck), &ack.encode_to_vec(), 0)
                 }
                 FrameKind::Request => {

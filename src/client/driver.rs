@@ -241,16 +241,8 @@ impl Driver {
             self.conns.remove(&addr);
         }
         if !self.conns.contains_key(&addr) {
-            // Lease calls are answered by the raylet's shard 0; a connection the kernel
-            // hands to another shard pays a cross-shard hop on every call, so reconnect a
-            // few times to land on shard 0 (the hello ack says where we landed).
-            let mut c = RpcConn::connect(addr, &self.token, self.timeout)?;
-            for _ in 0..8 {
-                if c.shard() == 0 {
-                    break;
-                }
-                c = RpcConn::connect(addr, &self.token, self.timeout)?;
-            }
+            // Lease calls are answered by the raylet's shard 0 (workers have one thread).
+            let c = RpcConn::connect_to_shard0(addr, &self.token, self.timeout)?;
             self.conns.insert(addr, c);
         }
         Ok(self.conns.get_mut(&addr).expect("inserted above"))
@@ -397,11 +389,12 @@ impl Driver {
 
     /// Runs `task` on the leased worker.
     pub fn push_task(&mut self, lease: &Lease, task: &Task) -> Result<TaskOutput, RpcError> {
-        let r: PushTaskReply = self.call(
-            lease.worker_address,
+        let timeout = self.timeout;
+        let r: PushTaskReply = self.worker_conn(lease.worker_address)?.call(
             worker_service::SERVICE_ID,
             worker_service::method::PUSH_TASK,
             &task.to_wire(lease.id),
+            timeout,
         )?;
         TaskOutput::from_wire(r)
     }

@@ -35,7 +35,7 @@ impl PlacementGroups {
             self.conn = None;
         }
         if self.conn.is_none() {
-            self.conn = Some(RpcConn::connect(self.gcs, &self.token, self.timeout)?);
+            self.conn = Some(RpcConn::connect_to_shard0(self.gcs, &self.token, self.timeout)?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         conn.call(placement_group_info_gcs_service::SERVICE_ID, method, req, timeout)

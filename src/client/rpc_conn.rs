@@ -47,6 +47,9 @@ fn io_err(e: FrameIoError) -> RpcError {
     }
 }
 
+/// Reconnects [`RpcConn::connect_to_shard0`] may make.
+const SHARD0_ATTEMPTS: usize = 8;
+
 impl RpcConn {
     /// Connects and says hello with the cluster auth token.
     pub fn connect(addr: SocketAddr, token: &str, timeout: Duration) -> Result<Self, RpcError> {
@@ -74,6 +77,21 @@ impl RpcConn {
             }
             Err(why) => Err(RpcError::Handshake(format!("{addr}: {why}"))),
         }
+    }
+
+    /// Connects like [`Self::connect`], preferring a connection served by the peer's shard
+    /// 0, where a raylet's scheduler and the head's GCS run: the kernel spreads connections
+    /// over the shards (`SO_REUSEPORT`), and one served elsewhere pays a cross-shard hop on
+    /// every such call. A few reconnects; then whatever shard the last one landed on.
+    pub fn connect_to_shard0(addr: SocketAddr, token: &str, timeout: Duration) -> Result<Self, RpcError> {
+        let mut c = Self::connect(addr, token, timeout)?;
+        for _ in 0..SHARD0_ATTEMPTS {
+            if c.shard == 0 {
+                break;
+            }
+            c = Self::connect(addr, token, timeout)?;
+        }
+        Ok(c)
     }
 
     /// The peer's shard serving this connection (0 for single-threaded peers).

@@ -146,7 +146,7 @@ impl FrameStream {
             }
             Some(_) => (true, String::new()),
         };
-        let ack = HelloAck { protocol_version: PROTOCOL_VERSION, ok, message, shard: 0 };
+        let ack = HelloAck { protocol_version: PROTOCOL_VERSION, ok, message, shard: 0, shards: 1 };
         self.write_frame(FrameHeader::control(FrameKind::HelloAck), &ack.encode_to_vec())?;
         Ok(ok)
     }

@@ -4,8 +4,14 @@
 //! Connects lazily with a hello carrying the auth token; a lost connection fails the calls
 //! in flight, and idempotent calls are retried with exponential backoff until their
 //! deadline. Owned by one executor (`Rc`, not `Send`).
+//!
+//! A client made by a shard prefers to be served by the peer's shard of the same index
+//! (modulo the peer's shard count, both from the hello ack): the kernel spreads
+//! connections over the peer's shards (`SO_REUSEPORT`), so the client reconnects a few
+//! times to land there. Shard 0's calls (GCS, placement groups, leases) then reach the
+//! scheduler's shard with no cross-shard hop, and each shard's bulk traffic its own peer.
 
-use super::conn::{split_local, FrameReader, FrameSender, OutFrame, ReadError, Trailer};
+use super::conn::{split_local, FrameReader, FrameSender, LocalHalf, OutFrame, ReadError, Trailer};
 use super::frame::{encode_frame, FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
 use super::status::{CallOpts, RpcError, Status};
 use crate::wire::rpc::{Hello, HelloAck, RpcStatus};
@@ -53,7 +59,12 @@ pub struct RpcClient {
     conn: RefCell<Option<Rc<Conn>>>,
     connecting: glommio::sync::Semaphore,
     next_call: Cell<u64>,
+    /// The peer shard index this client prefers (see the module docs).
+    prefer_shard: u32,
 }
+
+/// Connections [`RpcClient`] may open to land on its preferred peer shard.
+const SHARD_ATTEMPTS: usize = 8;
 
 impl std::fmt::Debug for RpcClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +83,14 @@ impl RpcClient {
             conn: RefCell::new(None),
             connecting: glommio::sync::Semaphore::new(1),
             next_call: Cell::new(1),
+            prefer_shard: 0,
         }
+    }
+
+    /// Prefers connections served by the peer's shard `shard` (modulo its shard count).
+    pub fn preferring_shard(mut self, shard: u32) -> Self {
+        self.prefer_shard = shard;
+        self
     }
 
     /// The peer address.
@@ -105,6 +123,22 @@ impl RpcClient {
     }
 
     async fn connect(&self) -> Result<Rc<Conn>, RpcError> {
+        let mut attempt = 1;
+        loop {
+            let (reader, tx, ack) = self.handshake().await?;
+            let wanted = self.prefer_shard % ack.shards.max(1);
+            if ack.shard == wanted || attempt >= SHARD_ATTEMPTS {
+                let conn = Rc::new(Conn { tx, pending: RefCell::new(HashMap::new()), closed: Cell::new(false) });
+                glommio::spawn_local(read_replies(reader, Rc::downgrade(&conn))).detach();
+                return Ok(conn);
+            }
+            tx.close().await;
+            attempt += 1;
+        }
+    }
+
+    /// Connects and exchanges the hello; the ack says which shard serves us.
+    async fn handshake(&self) -> Result<(FrameReader<LocalHalf<TcpStream>>, FrameSender, HelloAck), RpcError> {
         let stream = TcpStream::connect_timeout(self.addr, self.connect_timeout)
             .await
             .map_err(|e| RpcError::Io(format!("connect {}: {e}", self.addr)))?;
@@ -130,9 +164,7 @@ impl RpcClient {
         if !ack.ok {
             return Err(RpcError::Handshake(format!("{}: {}", self.addr, ack.message)));
         }
-        let conn = Rc::new(Conn { tx, pending: RefCell::new(HashMap::new()), closed: Cell::new(false) });
-        glommio::spawn_local(read_replies(reader, Rc::downgrade(&conn))).detach();
-        Ok(conn)
+        Ok((reader, tx, ack))
     }
 
     async fn call_once(
@@ -241,13 +273,15 @@ async fn read_replies<R: futures_lite::AsyncRead + Unpin>(mut reader: FrameReade
 #[derive(Debug, Default)]
 pub struct ClientPool {
     token: Option<Rc<str>>,
+    /// The owning shard's index: its clients prefer the peer shard of that index.
+    shard: u32,
     clients: RefCell<HashMap<SocketAddr, Rc<RpcClient>>>,
 }
 
 impl ClientPool {
-    /// An empty pool whose clients present `token`.
-    pub fn new(token: Rc<str>) -> Self {
-        Self { token: Some(token), clients: RefCell::new(HashMap::new()) }
+    /// An empty pool for shard `shard` whose clients present `token`.
+    pub fn new(token: Rc<str>, shard: u32) -> Self {
+        Self { token: Some(token), shard, clients: RefCell::new(HashMap::new()) }
     }
 
     /// The client for `addr`, created on first use.
@@ -255,7 +289,10 @@ impl ClientPool {
         self.clients
             .borrow_mut()
             .entry(addr)
-            .or_insert_with(|| Rc::new(RpcClient::new(addr, self.token.clone().unwrap_or_else(|| "".into()))))
+            .or_insert_with(|| {
+                let token = self.token.clone().unwrap_or_else(|| "".into());
+                Rc::new(RpcClient::new(addr, token).preferring_shard(self.shard))
+            })
             .clone()
     }
 

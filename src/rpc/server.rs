@@ -82,8 +82,10 @@ pub struct ServerConfig {
     pub hello_timeout: Duration,
     /// Requests handled at once per connection; further reads wait.
     pub max_in_flight: usize,
-    /// This shard's index, for metrics and logs.
+    /// This shard's index, for metrics and logs; told to clients in the hello ack.
     pub shard: usize,
+    /// How many shards serve this port (told to clients in the hello ack).
+    pub shards: usize,
     /// Counters.
     pub metrics: Metrics,
     /// Task queue connections run in (bulk transfer runs below latency-sensitive work).
@@ -174,8 +176,14 @@ async fn handshake<R: futures_lite::AsyncRead + Unpin>(
     let refuse = |msg: String| {
         OutFrame::new(
             FrameHeader::control(FrameKind::HelloAck),
-            &HelloAck { protocol_version: PROTOCOL_VERSION, ok: false, message: msg, shard: cfg.shard as u32 }
-                .encode_to_vec(),
+            &HelloAck {
+                protocol_version: PROTOCOL_VERSION,
+                ok: false,
+                message: msg,
+                shard: cfg.shard as u32,
+                shards: cfg.shards as u32,
+            }
+            .encode_to_vec(),
         )
     };
     if hello.protocol_version != PROTOCOL_VERSION {
@@ -187,8 +195,13 @@ async fn handshake<R: futures_lite::AsyncRead + Unpin>(
         let _ = tx.send(refuse("wrong auth token".into())).await;
         return Err((ErrorKind::RpcBadToken, "wrong auth token".into()));
     }
-    let ack =
-        HelloAck { protocol_version: PROTOCOL_VERSION, ok: true, message: String::new(), shard: cfg.shard as u32 };
+    let ack = HelloAck {
+        protocol_version: PROTOCOL_VERSION,
+        ok: true,
+        message: String::new(),
+        shard: cfg.shard as u32,
+        shards: cfg.shards as u32,
+    };
     tx.send(OutFrame::new(FrameHeader::control(FrameKind::HelloAck), &ack.encode_to_vec()))
         .await
         .map_err(|e| (ErrorKind::RpcIo, e.to_string()))

@@ -65,6 +65,7 @@ impl NodeServices {
                 hello_timeout: std::time::Duration::from_secs(5),
                 max_in_flight: 4096,
                 shard: 0,
+                shards: 1,
                 metrics: shard.metrics.clone(),
                 task_queue: None,
             });

@@ -135,6 +135,7 @@ impl Shard {
                 hello_timeout: Duration::from_secs(5),
                 max_in_flight: 1024,
                 shard: self.id.index(),
+                shards: self.n,
                 metrics: self.metrics.clone(),
                 task_queue,
             })
@@ -208,7 +209,7 @@ pub async fn run_shard(
         n: mesh.len(),
         node_id: crate::services::node::node_id_of(&cfg),
         token: cfg.auth_token.clone().into(),
-        clients: ClientPool::new(cfg.auth_token.clone().into()),
+        clients: ClientPool::new(cfg.auth_token.clone().into(), index as u32),
         cfg,
         metrics,
         mesh: mesh.clone(),

@@ -44,7 +44,7 @@ pub struct WorkerArgs {
     pub node_ip: IpAddr,
     /// Microseconds a connection polls for the next request before blocking (0 = block
     /// at once); see `client::wire_io::FrameStream::with_spin`.
-    #[arg(long, env = "RAYLET_WORKER_SPIN_US", default_value_t = 50)]
+    #[arg(long, env = "RAYLET_WORKER_SPIN_US", default_value_t = 200)]
     pub spin_us: u64,
 }
 
