@@ -13,7 +13,7 @@
 //! memory, request to last byte. Every transferred object is checked byte for byte.
 
 use crate::baseline::{Sizes, UdsPingPong};
-use crate::cluster::LocalNode;
+use crate::cluster::{raylet_bin, LocalNode};
 use crate::measure::{histogram, latency_interleaved, LatencyCfg, Op};
 use crate::report::{Measured, Report};
 use crate::{Opts, Res};
@@ -48,16 +48,6 @@ fn pattern(n: usize, seed: u64) -> Vec<u8> {
         chunk.copy_from_slice(&b[..chunk.len()]);
     }
     v
-}
-
-fn raylet_bin(opts: &Opts) -> Res<PathBuf> {
-    match &opts.raylet {
-        Some(b) => Ok(b.clone()),
-        None => {
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            Ok(exe.with_file_name("raylet"))
-        }
-    }
 }
 
 fn start_node(opts: &Opts, extra: &[String]) -> Res<LocalNode> {
@@ -238,12 +228,23 @@ pub(crate) fn run_transfer(opts: &Opts, report: &mut Report) -> Res<()> {
         &["--head".into(), "--port".into(), "0".into(), "--object-store-memory".into(), store_arg.clone()],
     )?;
     let gcs = a.ready.get("gcs_address").ok_or("no gcs_address")?.to_string();
-    let b = start_node(opts, &["--address".into(), gcs, "--object-store-memory".into(), store_arg])?;
+    let session = PathBuf::from(a.ready.get("session_dir").ok_or("no session_dir")?);
+    let token_file = session.join("auth_token");
+    let b = start_node(
+        opts,
+        &[
+            "--address".into(),
+            gcs,
+            "--auth-token-file".into(),
+            token_file.display().to_string(),
+            "--object-store-memory".into(),
+            store_arg,
+        ],
+    )?;
     report.note(format!("nodes: A (head) and B started here, {} shard(s) each, 2.5 GiB stores", opts.shards));
     let mut ca = LocalClient::connect_driver(&socket(&a)?).map_err(|e| e.to_string())?;
     let mut cb = LocalClient::connect_driver(&socket(&b)?).map_err(|e| e.to_string())?;
-    let session = PathBuf::from(a.ready.get("session_dir").ok_or("no session_dir")?);
-    let token = raylet::cli::session::read_token(&session.join("auth_token"))?;
+    let token = raylet::cli::session::read_token(&token_file)?;
     let gcs_addr = raylet::cli::session::resolve_addr(a.ready.get("gcs_address").ok_or("no gcs_address")?)?;
     let mut gcs = raylet::rpc::BlockingClient::new(gcs_addr, token);
     let (addr, _server) = raw_tcp_server(1 << 30)?;
