@@ -233,3 +233,38 @@ fn a_lease_request_that_times_out_is_withdrawn() {
         wait_all_available(&node, 1, T);
     });
 }
+
+#[test]
+fn a_lessee_whose_connection_closes_loses_its_leases_and_nothing_leaks() {
+    use raylet::client::rpc_conn::RpcConn;
+    use raylet::wire::rpc::{LeaseSpec, RequestWorkerLeaseRequest};
+    with_timeout(Duration::from_secs(60), || {
+        let node = head(&["--num-cpus", "2"]);
+        // A granted lease whose driver goes away without returning it.
+        let mut d = node.driver();
+        let lease = d.request_lease(&LeaseOptions::cpus(2.0)).unwrap();
+        assert_eq!(node.stats().unwrap().num_granted_leases, 1);
+        drop(d);
+        wait_for("the vanished lessee's worker to be destroyed", T, || Ok((!alive(lease.worker_pid)).then_some(())));
+        wait_node_idle(&node, T);
+        // A waiting (infeasible) lease whose requester disconnects before any reply.
+        let mut c = RpcConn::connect(node.node_manager, &node.token, T).unwrap();
+        let spec = LeaseSpec {
+            lease_id: LeaseId::random().to_vec(),
+            required_resources: [("CPU".to_string(), 64.0)].into_iter().collect(),
+            ..Default::default()
+        };
+        let req = RequestWorkerLeaseRequest { lease_spec: Some(spec), ..Default::default() };
+        c.send(node_manager_service::SERVICE_ID, node_manager_service::method::REQUEST_WORKER_LEASE, &req).unwrap();
+        wait_for("the lease to wait as infeasible", T, || Ok((node.stats()?.num_infeasible_leases == 1).then_some(())));
+        drop(c);
+        wait_for("the waiting lease to be cancelled", T, || {
+            Ok((node.stats()?.num_infeasible_leases == 0).then_some(()))
+        });
+        // The node still leases normally, and everything is available afterwards.
+        let mut d = node.driver();
+        let next = d.request_lease(&LeaseOptions::cpus(2.0)).expect("the CPUs are back");
+        d.return_worker(&next).unwrap();
+        wait_all_available(&node, 1, T);
+    });
+}

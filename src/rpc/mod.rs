@@ -12,6 +12,7 @@ pub mod client;
 pub mod conn;
 pub mod frame;
 pub mod http;
+pub mod scope;
 pub mod server;
 pub mod status;
 

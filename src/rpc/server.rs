@@ -7,6 +7,7 @@
 
 use super::conn::{split_local, FrameReader, FrameSender, OutFrame, ReadError};
 use super::frame::{FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
+use super::scope::ConnScope;
 use super::status::Status;
 use crate::metrics::{ErrorKind, Metrics};
 use crate::wire::rpc::{Hello, HelloAck};
@@ -16,6 +17,7 @@ use prost::Message;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 /// Handles every method of one service: `(method, payload) -> reply payload`.
@@ -129,10 +131,13 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerC
     let tx = FrameSender::new(w, move |_| {
         metrics.shard(shard).rpc_frames_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     });
+    let scope = ConnScope::new();
     let outcome = match handshake(&mut reader, &tx, &cfg).await {
-        Ok(()) => read_loop(&mut reader, &tx, &router, &cfg).await,
+        Ok(()) => read_loop(&mut reader, &tx, &router, &cfg, &scope).await,
         Err(e) => Err(e),
     };
+    // What the peer's calls left for the connection's lifetime ends with it.
+    scope.close();
     match outcome {
         Ok(()) => tracing::debug!(label = cfg.label, shard = cfg.shard, %peer, "connection closed by peer"),
         Err((kind, reason)) => {
@@ -217,6 +222,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     tx: &FrameSender,
     router: &Rc<Router>,
     cfg: &Rc<ServerConfig>,
+    scope: &Rc<ConnScope>,
 ) -> Result<(), Failure> {
     let in_flight = Rc::new(Cell::new(0usize));
     let slots = Rc::new(glommio::sync::Semaphore::new(cfg.max_in_flight as u64));
@@ -265,8 +271,10 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             }
         };
         // Most handlers finish without waiting: answer those inline, with no task spawn.
+        // The first poll runs the handler's start with the connection's scope current.
         let mut fut = fut;
-        if let Some(result) = futures_lite::future::poll_once(&mut fut).await {
+        let first = std::future::poll_fn(|cx| Poll::Ready(scope.enter(|| fut.as_mut().poll(cx)))).await;
+        if let Poll::Ready(result) = first {
             let frame = reply_frame(&header, result, started, cfg, router);
             let _ = tx.send(frame).await;
             drop(permit);

@@ -413,6 +413,21 @@ impl LeaseQueue {
         self.schedule();
     }
 
+    /// The lessee that asked for `leases` is gone (the connection they were requested on
+    /// closed): those still waiting are cancelled and the workers of those still granted
+    /// destroyed, as for a dead owner; leases already returned or cancelled are skipped.
+    pub fn handle_lessee_gone(&mut self, leases: &[LeaseId]) {
+        for &lease in leases {
+            self.revoke(lease, CancelReason::Intended);
+        }
+        self.schedule();
+    }
+
+    /// Whether `lease` is still waiting or granted.
+    pub fn is_live(&self, lease: LeaseId) -> bool {
+        self.leases.contains_key(&lease)
+    }
+
     /// Node `node` died: leases whose owner ran there go as with
     /// [`Self::handle_owner_gone`], and the node leaves the view.
     pub fn handle_node_dead(&mut self, node: NodeId) {
@@ -581,20 +596,25 @@ impl LeaseQueue {
 
     /// Cancels waiting leases and revokes granted ones whose request matches.
     fn revoke_where(&mut self, reason: CancelReason, matches: impl Fn(&LeaseRequest) -> bool) {
-        let hit: Vec<(LeaseId, bool)> = self
-            .leases
-            .iter()
-            .filter(|(_, e)| matches(&e.req))
-            .map(|(id, e)| (*id, matches!(e.state, State::Granted { .. })))
-            .collect();
-        for (lease, granted) in hit {
-            if granted {
-                if let Some(worker) = self.finish(lease) {
-                    self.actions.push_back(LeaseAction::DestroyWorker { lease, worker });
-                }
-            } else {
-                self.cancel(lease, reason);
+        let hit: Vec<LeaseId> = self.leases.iter().filter(|(_, e)| matches(&e.req)).map(|(id, _)| *id).collect();
+        for lease in hit {
+            self.revoke(lease, reason);
+        }
+    }
+
+    /// Cancels `lease` if it waits; destroys its worker if it is granted; nothing if it
+    /// is gone (returned, cancelled) already.
+    fn revoke(&mut self, lease: LeaseId, reason: CancelReason) {
+        let granted = match self.leases.get(&lease) {
+            Some(e) => matches!(e.state, State::Granted { .. }),
+            None => return,
+        };
+        if granted {
+            if let Some(worker) = self.finish(lease) {
+                self.actions.push_back(LeaseAction::DestroyWorker { lease, worker });
             }
+        } else {
+            self.cancel(lease, reason);
         }
     }
 

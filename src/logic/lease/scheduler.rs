@@ -151,6 +151,12 @@ impl Scheduler {
         self.pump(now);
     }
 
+    /// The lessee that requested `leases` is gone: see [`LeaseQueue::handle_lessee_gone`].
+    pub fn handle_lessee_gone(&mut self, now: Instant, leases: &[LeaseId]) {
+        self.queue.handle_lessee_gone(leases);
+        self.pump(now);
+    }
+
     // ----- worker processes -----
 
     /// The process for `token` was spawned as `pid`.

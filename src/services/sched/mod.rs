@@ -148,7 +148,11 @@ impl SchedService {
     /// Serves one forwarded request (shard 0).
     pub async fn handle(self: &Rc<Self>, req: SchedReq) -> SchedRep {
         match req {
-            SchedReq::Lease { req, backlog } => SchedRep::Lease(self.request_lease(*req, backlog).await),
+            SchedReq::Lease { req, backlog, conn } => SchedRep::Lease(self.request_lease(*req, backlog, conn).await),
+            SchedReq::ConnClosed(conn) => {
+                self.conn_closed(conn);
+                SchedRep::Done(Ok(()))
+            }
             SchedReq::Cancel(lease) => SchedRep::Verdict(self.cancel_lease(lease)),
             SchedReq::Return { worker, disconnect, exiting } => {
                 SchedRep::Done(self.return_worker(worker, disconnect, exiting))

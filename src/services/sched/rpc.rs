@@ -4,8 +4,9 @@
 //! (a direct call on shard 0 itself), and converts the domain reply back.
 
 use super::convert;
-use super::msg::{SchedRep, SchedReq};
+use super::msg::{ConnTag, SchedRep, SchedReq};
 use crate::ids::{LeaseId, WorkerId};
+use crate::rpc::scope::ConnScope;
 use crate::rpc::Status;
 use crate::shard::msg::{Rep, Req};
 use crate::shard::Shard;
@@ -61,14 +62,29 @@ pub async fn request_resource_report(
     }
 }
 
-/// `RequestWorkerLease`: the reply is deferred until the lease is decided.
+/// `RequestWorkerLease`: the reply is deferred until the lease is decided. The lease
+/// lives no longer than the connection it was requested on: when that closes (the
+/// lessee died or dropped it), shard 0 revokes what it still holds.
 pub async fn request_worker_lease(
     shard: &Rc<Shard>,
     req: RequestWorkerLeaseRequest,
 ) -> Result<RequestWorkerLeaseReply, Status> {
     let lease = convert::lease_request(&req)?;
     let backlog = usize::try_from(req.backlog_size).unwrap_or(0);
-    match call(shard, SchedReq::Lease { req: Box::new(lease), backlog }).await? {
+    let conn = ConnScope::current().map(|scope| {
+        let tag = ConnTag { shard: shard.id.index(), conn: scope.id() };
+        let s = shard.clone();
+        scope.on_close_once("leases", move || {
+            glommio::spawn_local(async move {
+                if let Err(e) = done(&s, SchedReq::ConnClosed(tag)).await {
+                    tracing::warn!(?tag, "cannot release the leases of a closed connection: {e}");
+                }
+            })
+            .detach();
+        });
+        tag
+    });
+    match call(shard, SchedReq::Lease { req: Box::new(lease), backlog, conn }).await? {
         SchedRep::Lease(outcome) => Ok(convert::lease_reply(outcome, shard.node_id)),
         other => Err(Status::internal(format!("unexpected reply {other:?}"))),
     }

@@ -416,6 +416,27 @@ fn an_owner_going_away_cancels_and_revokes_its_leases() {
 }
 
 #[test]
+fn a_lessee_going_away_cancels_and_revokes_only_its_live_leases() {
+    let t = Instant::now();
+    let mut q = queue(&[(CPU, 2.0)]);
+    for id in 1..=3 {
+        q.handle_request(t, req(id, &[(CPU, 1.0)]));
+    }
+    drain(&mut q);
+    q.handle_worker_assigned(lid(1), wid(9));
+    q.handle_worker_assigned(lid(2), wid(8));
+    drain(&mut q);
+    q.handle_return(wid(8)).expect("lease 2 returned");
+    q.handle_worker_assigned(lid(3), wid(8));
+    drain(&mut q);
+    // Lessee gone with leases 1 (granted), 2 (returned), 4 (never seen); lease 3 is not its.
+    q.handle_lessee_gone(&[lid(1), lid(2), lid(4)]);
+    assert_eq!(drain(&mut q), vec![LeaseAction::DestroyWorker { lease: lid(1), worker: wid(9) }]);
+    assert!(!q.is_live(lid(1)) && !q.is_live(lid(2)) && q.is_live(lid(3)));
+    assert_eq!(available(&q, CPU), 1.0);
+}
+
+#[test]
 fn the_local_view_is_never_overwritten_from_outside() {
     let mut q = queue(&[(CPU, 4.0)]);
     q.handle_node_update(nid(LOCAL), remote(&[(CPU, 1.0)], &[]));
