@@ -153,25 +153,13 @@ pub(crate) fn lease_sizes(target: &Target) -> Res<Sizes> {
     Ok(Sizes { req: frame::HEADER_LEN + req.encoded_len(), resp: frame::HEADER_LEN + reply.encoded_len() })
 }
 
-/// A driver whose raylet connection is served by shard 0 (which owns the scheduler), so
-/// the single-client latency pays no cross-shard hop; found like `rpc`'s `tcp_rpc_rtt`
-/// connection (per-shard connection counts before and after it connects). Falls back
-/// to any connection (shard unknown).
+/// A driver connected to the target's raylet, and the raylet shard serving it (drivers
+/// prefer shard 0, the scheduler's owner; see `RpcConn::connect_to_shard0`).
 pub(crate) fn driver_on_shard0(target: &Target) -> Res<(Driver, Option<usize>)> {
-    let mut stats = crate::rpc::rpc_client(target)?;
-    let mut rejected = Vec::new();
-    for _ in 0..8 * target.shards.unwrap_or(1).max(1) {
-        let before = crate::rpc::rpc_connections(&mut stats)?;
-        let mut d = driver(target);
-        d.node_stats(target.node_manager).map_err(|e| format!("GetNodeStats: {e}"))?;
-        let after = crate::rpc::rpc_connections(&mut stats)?;
-        let grown: Vec<usize> = (0..after.len()).filter(|&i| after[i] > before.get(i).copied().unwrap_or(0)).collect();
-        match grown.as_slice() {
-            [0] if after[0] == before[0] + 1 => return Ok((d, Some(0))),
-            _ => rejected.push(d),
-        }
-    }
-    Ok((rejected.pop().ok_or("no driver connection")?, None))
+    let mut d = driver(target);
+    d.node_stats(target.node_manager).map_err(|e| format!("GetNodeStats: {e}"))?;
+    let shard = d.connected_shard(target.node_manager).map(|s| s as usize);
+    Ok((d, shard))
 }
 
 /// After the suite: whether every lease came back (nothing granted, all CPUs available).

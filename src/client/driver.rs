@@ -235,6 +235,11 @@ impl Driver {
         self.home
     }
 
+    /// The peer shard serving the open connection to `addr`, if one is open.
+    pub fn connected_shard(&self, addr: SocketAddr) -> Option<u32> {
+        self.conns.get(&addr).filter(|c| !c.is_dead()).map(RpcConn::shard)
+    }
+
     /// The connection to `addr`, opened if needed.
     fn conn(&mut self, addr: SocketAddr) -> Result<&mut RpcConn, RpcError> {
         if self.conns.get(&addr).is_some_and(RpcConn::is_dead) {
