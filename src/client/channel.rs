@@ -18,11 +18,20 @@ pub(crate) struct Channel {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// Frames queued to go out with the next one sent (one write, one wake-up).
+    pending: Vec<u8>,
 }
 
 impl Channel {
     pub(crate) fn connect(path: &Path) -> Result<Self, ClientError> {
-        Ok(Self { stream: UnixStream::connect(path)?, max_frame: 1 << 30, buf: vec![0; 64 << 10], start: 0, end: 0 })
+        Ok(Self {
+            stream: UnixStream::connect(path)?,
+            max_frame: 1 << 30,
+            buf: vec![0; 64 << 10],
+            start: 0,
+            end: 0,
+            pending: Vec::new(),
+        })
     }
 
     /// Reads more bytes into the buffer (at least one), keeping descriptors that come along.
@@ -46,9 +55,22 @@ impl Channel {
         Ok(())
     }
 
+    /// Sends `m`, after whatever [`Self::queue`] holds, in one write.
     pub(crate) fn send(&mut self, m: &LocalMessage) -> Result<(), ClientError> {
-        self.stream.write_all(&codec::encode(m))?;
+        if self.pending.is_empty() {
+            self.stream.write_all(&codec::encode(m))?;
+        } else {
+            self.pending.extend_from_slice(&codec::encode(m));
+            let out = std::mem::take(&mut self.pending);
+            self.stream.write_all(&out)?;
+        }
         Ok(())
+    }
+
+    /// Queues `m` (a message with no reply) to go out in the same write as the next
+    /// [`Self::send`] on this channel.
+    pub(crate) fn queue(&mut self, m: &LocalMessage) {
+        self.pending.extend_from_slice(&codec::encode(m));
     }
 
     /// Reads one message and any descriptors that came with it.

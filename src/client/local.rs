@@ -173,7 +173,7 @@ impl LocalClient {
 
     /// Says goodbye and waits for the acknowledgement.
     pub fn disconnect(mut self) -> Result<(), ClientError> {
-        self.flush_releases()?;
+        self.flush_releases(&[])?;
         self.shards.clear();
         let m = LocalMessage::Disconnect { kind: DisconnectKind::Intended, detail: "client disconnect".into() };
         match self.main.call(&m)?.0 {
@@ -205,17 +205,26 @@ impl LocalClient {
     }
 
     /// Sends queued releases (from dropped views) on their connections.
-    fn flush_releases(&mut self) -> Result<(), ClientError> {
+    /// Sends the releases of dropped views. Those for a shard in `riding` go out in the
+    /// same write as the request about to be sent there (a get after a get costs one
+    /// write and one raylet wake-up, not two); the others now.
+    fn flush_releases(&mut self, riding: &[usize]) -> Result<(), ClientError> {
         for (shard, ids) in self.releases.take() {
-            self.channel(shard)?.send(&LocalMessage::Release { ids })?;
+            let m = LocalMessage::Release { ids };
+            let ch = self.channel(shard)?;
+            if riding.contains(&shard) {
+                ch.queue(&m);
+            } else {
+                ch.send(&m)?;
+            }
         }
         Ok(())
     }
 
     /// Calls the owner shard of `id`.
     fn call_owner(&mut self, id: &ObjectId, m: &LocalMessage) -> Result<LocalMessage, ClientError> {
-        self.flush_releases()?;
         let shard = self.owner(id);
+        self.flush_releases(&[shard])?;
         let (reply, fds) = self.channel(shard)?.call(m)?;
         self.adopt_fds(fds)?;
         Ok(reply)
@@ -288,8 +297,24 @@ impl LocalClient {
         }
         let mut w = self.create(id, data.len() as u64, 0, true)?;
         w.data_mut().copy_from_slice(data);
-        self.seal(w)?;
-        self.release(&[id])
+        self.seal_and_release(w)
+    }
+
+    /// Seals `w` and drops this client's reference to it, both in one write (the
+    /// raylet answers the seal, then applies the release).
+    fn seal_and_release(&mut self, w: ObjectWriter) -> Result<(), ClientError> {
+        let id = w.id();
+        let shard = self.owner(&id);
+        self.flush_releases(&[shard])?;
+        let ch = self.channel(shard)?;
+        ch.queue(&LocalMessage::Seal { id });
+        ch.send(&LocalMessage::Release { ids: vec![id] })?;
+        let (reply, fds) = ch.recv()?;
+        self.adopt_fds(fds)?;
+        match reply {
+            LocalMessage::SealReply { error, message } => check(error, message),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// Drops this client's references to `ids` (views already dropped release themselves).
@@ -297,19 +322,20 @@ impl LocalClient {
         for id in ids {
             self.releases.push(self.owner(id), *id);
         }
-        self.flush_releases()
+        self.flush_releases(&[])
     }
 
     /// Gets objects, waiting up to `timeout` for each to be sealed here (pulling it from
     /// another node when needed). Missing ones are `None`. Views read the bytes in place
     /// and release their reference when dropped.
     pub fn get(&mut self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Option<ObjectView>>, ClientError> {
-        self.flush_releases()?;
         let timeout_ms = timeout.map(|t| t.as_millis().min(i64::MAX as u128) as i64).unwrap_or(-1);
         let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
         for (i, id) in ids.iter().enumerate() {
             groups.entry(self.owner(id)).or_default().push(i);
         }
+        let riding: Vec<usize> = groups.keys().copied().collect();
+        self.flush_releases(&riding)?;
         for (shard, idx) in &groups {
             let part: Vec<ObjectId> = idx.iter().map(|i| ids[*i]).collect();
             self.channel(*shard)?.send(&LocalMessage::Get { ids: part, timeout_ms })?;
@@ -342,7 +368,7 @@ impl LocalClient {
 
     /// Deletes objects; per-object outcome (`ObjectInUse` = deferred until released).
     pub fn delete(&mut self, ids: &[ObjectId]) -> Result<Vec<StoreError>, ClientError> {
-        self.flush_releases()?;
+        self.flush_releases(&[])?;
         match self.main.call(&LocalMessage::Delete { ids: ids.to_vec() })?.0 {
             LocalMessage::DeleteReply { errors } => Ok(errors),
             other => Err(unexpected(other)),
@@ -365,7 +391,7 @@ impl LocalClient {
         num_required: usize,
         timeout: Option<Duration>,
     ) -> Result<(Vec<ObjectId>, Vec<ObjectId>), ClientError> {
-        self.flush_releases()?;
+        self.flush_releases(&[])?;
         let timeout_ms = timeout.map(|t| t.as_millis().min(i64::MAX as u128) as i64).unwrap_or(-1);
         let m = LocalMessage::Wait {
             ids: ids.to_vec(),
