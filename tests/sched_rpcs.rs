@@ -225,3 +225,40 @@ fn the_placement_group_service_refuses_bad_groups() {
         wait_all_available(&node, 1, T);
     });
 }
+
+#[test]
+fn the_resource_report_says_when_pulls_wait_for_admission() {
+    use raylet::ids::ObjectId;
+    use raylet::shard::route::owner_of_object;
+    with_timeout(Duration::from_secs(60), || {
+        let node = head(&["--num-cpus", "1"]);
+        assert!(!report(&node).object_pulls_queued);
+        // Two waits for objects nobody has, owned by the same shard (one pull queue): the
+        // first bundle is admitted anyway, the second (size unknown) waits for admission.
+        let first = ObjectId::random();
+        let second = loop {
+            let id = ObjectId::random();
+            if owner_of_object(&id, 2) == owner_of_object(&first, 2) {
+                break id;
+            }
+        };
+        let waits: Vec<_> = [first, second]
+            .into_iter()
+            .map(|id| {
+                let socket = node.socket.clone();
+                std::thread::spawn(move || {
+                    let mut c = LocalClient::connect_driver(&socket).unwrap();
+                    c.wait(&[id], 1, Some(Duration::from_secs(4)))
+                })
+            })
+            .collect();
+        wait_for("a pull waiting for admission in the report", T, || {
+            Ok(report(&node).object_pulls_queued.then_some(()))
+        });
+        for w in waits {
+            let (ready, _) = w.join().unwrap().expect("wait");
+            assert!(ready.is_empty());
+        }
+        wait_for("no pull waiting once the waits ended", T, || Ok((!report(&node).object_pulls_queued).then_some(())));
+    });
+}

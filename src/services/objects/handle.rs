@@ -46,6 +46,7 @@ pub async fn handle(shard: Rc<Shard>, req: ObjReq) -> Option<Rep> {
             return None;
         }
         ObjReq::Stats => ObjRep::Stats(Box::new(super::stats::shard_store_stats(&store))),
+        ObjReq::PullsQueued => ObjRep::PullsQueued(store.transfer.pulls_queued()),
         ObjReq::Pin(id) => ObjRep::Pinned(store.pin(&[id])[0]),
         ObjReq::SpillOne(id) => {
             ObjRep::Spilled(super::spilling::spill_one(&shard, &store, id).await.map(|u| u.to_string()))

@@ -113,6 +113,8 @@ pub enum ObjReq {
     NodeDead(NodeId),
     /// This shard's store statistics.
     Stats,
+    /// Whether this shard has pulls waiting for admission; replies `PullsQueued`.
+    PullsQueued,
     /// Pin a primary copy; replies `Pinned`.
     Pin(ObjectId),
     /// Spill one object now; replies `Spilled`.
@@ -149,6 +151,8 @@ pub enum ObjRep {
     ChunkDone(Result<(), String>),
     /// Store statistics of one shard.
     Stats(Box<super::stats::ShardStoreStats>),
+    /// Whether pulls wait for admission on one shard.
+    PullsQueued(bool),
     /// Whether a pin succeeded.
     Pinned(bool),
     /// The spill URL, or why not.

@@ -11,6 +11,7 @@ use super::msg::OpResult;
 use crate::ids::{ObjectId, ShardId};
 use crate::local::msg::{ObjectSpec, StoreError};
 use crate::logic::objects::{ClientId, NewObject, ObjectAction, ObjectError, ObjectSource, ObjectState, ObjectTable};
+use crate::logic::transfer::pull::PullPriority;
 use crate::logic::waits::{RequestId, WaitAction, WaitTable};
 use crate::shard::Shard;
 use crate::store::arena::Arena;
@@ -334,7 +335,7 @@ impl ShardStore {
         self.restore_spilled(shard, ids).await;
         let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
         if !missing.is_empty() && timeout_ms != 0 {
-            let bundle = super::transfer::request_pulls(shard, &missing);
+            let bundle = super::transfer::request_pulls(shard, &missing, PullPriority::Get);
             let req = self.new_req();
             let rx = {
                 let t = self.table.borrow();
@@ -432,7 +433,7 @@ impl ShardStore {
         let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
         let ready_now = ids.len() - missing.len();
         if ready_now < n.min(ids.len()) && timeout_ms != 0 {
-            let bundle = super::transfer::request_pulls(shard, &missing);
+            let bundle = super::transfer::request_pulls(shard, &missing, PullPriority::Wait);
             let req = self.new_req();
             let registered = {
                 let t = self.table.borrow();

@@ -102,9 +102,10 @@ fn store(shard: &Rc<Shard>) -> Option<Rc<ShardStore>> {
     super::local_store(shard)
 }
 
-/// Starts pulling `ids` (a Get or Wait is waiting for them); returns the bundle to cancel
-/// when the caller stops waiting.
-pub fn request_pulls(shard: &Rc<Shard>, ids: &[ObjectId]) -> Option<BundleId> {
+/// Starts pulling `ids` (a Get or Wait is waiting for them, `priority` says which: gets are
+/// always admitted, waits only as memory allows); returns the bundle to cancel when the
+/// caller stops waiting.
+pub fn request_pulls(shard: &Rc<Shard>, ids: &[ObjectId], priority: PullPriority) -> Option<BundleId> {
     let st = store(shard)?;
     let t = &st.transfer;
     let wanted: Vec<ObjectId> = {
@@ -119,7 +120,7 @@ pub fn request_pulls(shard: &Rc<Shard>, ids: &[ObjectId]) -> Option<BundleId> {
     }
     let bundle = BundleId(t.next_bundle.get());
     t.next_bundle.set(bundle.0 + 1);
-    if t.pull.borrow_mut().handle_pull(Instant::now(), bundle, PullPriority::Get, wanted.clone()).is_err() {
+    if t.pull.borrow_mut().handle_pull(Instant::now(), bundle, priority, wanted.clone()).is_err() {
         return None;
     }
     t.live_bundles.borrow_mut().insert(bundle.0);

@@ -74,6 +74,7 @@ impl SchedService {
             resource_load_by_shape: Some(ResourceLoad { resource_demands: demands }),
             should_global_gc: self.sync.global_gc.take(),
             node_manager_address: SocketAddr::new(self.env.node_ip, port).to_string(),
+            // Filled in by the RPC handler from every shard's pull queue.
             object_pulls_queued: false,
         }
     }

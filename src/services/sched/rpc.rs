@@ -8,6 +8,7 @@ use super::msg::{ConnTag, SchedRep, SchedReq};
 use crate::ids::{LeaseId, WorkerId};
 use crate::rpc::scope::ConnScope;
 use crate::rpc::Status;
+use crate::services::objects::msg::{ObjRep, ObjReq};
 use crate::shard::msg::{Rep, Req};
 use crate::shard::Shard;
 use crate::wire::rpc::*;
@@ -51,15 +52,19 @@ pub async fn update_resource_usage(
     Ok(UpdateResourceUsageReply {})
 }
 
-/// `RequestResourceReport`.
+/// `RequestResourceReport`: shard 0's ledger, plus whether any shard's pull queue has
+/// pulls waiting for admission (`object_pulls_queued`; the pull queues are per shard).
 pub async fn request_resource_report(
     shard: &Rc<Shard>,
     _req: RequestResourceReportRequest,
 ) -> Result<RequestResourceReportReply, Status> {
-    match call(shard, SchedReq::Report).await? {
-        SchedRep::Report(r) => Ok(RequestResourceReportReply { resources: Some(*r) }),
-        other => Err(Status::internal(format!("unexpected reply {other:?}"))),
-    }
+    let mut report = match call(shard, SchedReq::Report).await? {
+        SchedRep::Report(r) => *r,
+        other => return Err(Status::internal(format!("unexpected reply {other:?}"))),
+    };
+    let queued = shard.mesh.call_all(|_| Req::Obj(ObjReq::PullsQueued)).await;
+    report.object_pulls_queued = queued.iter().any(|r| matches!(r, Ok(Rep::Obj(ObjRep::PullsQueued(true)))));
+    Ok(RequestResourceReportReply { resources: Some(report) })
 }
 
 /// `RequestWorkerLease`: the reply is deferred until the lease is decided. The lease
