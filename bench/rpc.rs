@@ -27,7 +27,7 @@ use raylet::client::LocalClient;
 use raylet::ids::JobId;
 use raylet::local::codec::{encode, ClientKind, LocalMessage, Register};
 use raylet::rpc::{frame, BlockingClient, CallOpts};
-use raylet::wire::rpc::{node_manager_service, GetNodeStatsRequest, GetSystemConfigReply, GetSystemConfigRequest};
+use raylet::wire::rpc::{node_manager_service, GetSystemConfigReply, GetSystemConfigRequest};
 use std::path::Path;
 use std::time::Duration;
 
@@ -77,40 +77,19 @@ pub(crate) fn rpc_client(target: &Target) -> Res<BlockingClient> {
     Ok(c)
 }
 
-/// Per-shard open RPC connections, by shard index.
-pub(crate) fn rpc_connections(c: &mut BlockingClient) -> Res<Vec<u64>> {
-    let stats = node_manager_service::blocking::get_node_stats(
-        c,
-        &GetNodeStatsRequest { include_memory_info: false },
-        CallOpts::once(Duration::from_secs(10)),
-    )
-    .map_err(|e| format!("GetNodeStats: {e}"))?;
-    let mut counts = vec![0; stats.shards.iter().map(|s| s.shard as usize + 1).max().unwrap_or(0)];
-    for s in &stats.shards {
-        counts[s.shard as usize] = s.rpc_connections;
-    }
-    Ok(counts)
-}
-
 /// A connection served by shard 0, like `local_rtt`'s, so both cases have the same
-/// placement. The kernel's SO_REUSEPORT hash picks the shard; GetNodeStats' per-shard
-/// connection counts, read before and after each connect on a separate connection, say
-/// which one it was. Rejected connections stay open until the end so that their closing
-/// cannot blur the counts. Falls back to any connection (shard unknown).
+/// placement (the hello ack names the serving shard; SO_REUSEPORT picks it). Falls back to
+/// the last connection tried.
 fn rpc_client_on_shard0(target: &Target) -> Res<(BlockingClient, Option<usize>)> {
-    let mut stats = rpc_client(target)?;
-    let mut rejected = Vec::new();
-    for _ in 0..8 * target.shards.unwrap_or(1).max(1) {
-        let before = rpc_connections(&mut stats)?;
-        let c = rpc_client(target)?;
-        let after = rpc_connections(&mut stats)?;
-        let grown: Vec<usize> = (0..after.len()).filter(|&i| after[i] > before.get(i).copied().unwrap_or(0)).collect();
-        match grown.as_slice() {
-            [0] if after[0] == before[0] + 1 => return Ok((c, Some(0))),
-            _ => rejected.push(c),
+    let mut c = rpc_client(target)?;
+    for _ in 1..8 * target.shards.unwrap_or(1).max(1) {
+        if c.shard() == Some(0) {
+            break;
         }
+        c = rpc_client(target)?;
     }
-    Ok((rejected.pop().ok_or("no RPC connection")?, None))
+    let shard = c.shard().map(|s| s as usize);
+    Ok((c, shard))
 }
 
 fn get_system_config(c: &mut BlockingClient) -> Res<GetSystemConfigReply> {

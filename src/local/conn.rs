@@ -103,8 +103,9 @@ pub(super) struct Conn {
 
 impl Conn {
     async fn serve(&mut self, stream: UnixStream) -> Result<(), Failure> {
-        // Buffered reads: a small frame's header and payload arrive with one recv.
-        let (mut r, w) = split_local(stream);
+        // Buffered reads: a small frame's header and payload, or several frames the client
+        // wrote at once, arrive with one recv (larger reads bypass the buffer).
+        let (mut r, w) = split_local(stream.buffered());
         let metrics = self.shard.metrics.clone();
         let me = self.shard.id.index();
         let mut tx = LocalWriter::new(w, self.sock, move || {

@@ -21,6 +21,8 @@ pub struct BlockingClient {
     decoder: FrameDecoder,
     next_call: u64,
     buf: Vec<u8>,
+    /// The peer shard serving the current connection (from its hello ack).
+    shard: Option<u32>,
 }
 
 impl BlockingClient {
@@ -33,6 +35,7 @@ impl BlockingClient {
             decoder: FrameDecoder::new(FrameLimits::default()),
             next_call: 1,
             buf: vec![0u8; 64 << 10],
+            shard: None,
         }
     }
 
@@ -44,6 +47,11 @@ impl BlockingClient {
     /// The peer address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The peer shard serving the open connection, if one is open.
+    pub fn shard(&self) -> Option<u32> {
+        self.stream.as_ref().and(self.shard)
     }
 
     fn ensure(&mut self, deadline: Instant) -> Result<(), RpcError> {
@@ -70,13 +78,18 @@ impl BlockingClient {
                 return Err(RpcError::Closed(format!("{} during the hello: {e}", self.addr)));
             }
         };
-        let ok = h.kind == FrameKind::HelloAck && HelloAck::decode(p.as_slice()).map(|a| a.ok).unwrap_or(false);
-        if !ok {
-            self.stream = None;
-            let msg = HelloAck::decode(p.as_slice()).map(|a| a.message).unwrap_or_default();
-            return Err(RpcError::Handshake(format!("{}: {msg}", self.addr)));
+        let ack = (h.kind == FrameKind::HelloAck).then(|| HelloAck::decode(p.as_slice()).ok()).flatten();
+        match ack {
+            Some(a) if a.ok => {
+                self.shard = Some(a.shard);
+                Ok(())
+            }
+            other => {
+                self.stream = None;
+                let msg = other.map(|a| a.message).unwrap_or_default();
+                Err(RpcError::Handshake(format!("{}: {msg}", self.addr)))
+            }
         }
-        Ok(())
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), RpcError> {

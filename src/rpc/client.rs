@@ -183,7 +183,7 @@ impl RpcClient {
         let (ptx, prx) = oneshot::channel();
         conn.pending.borrow_mut().insert(id, ptx);
         let trailer_len = trailer.as_ref().map(|t| t.bytes().len() as u32).unwrap_or(0);
-        let frame = OutFrame { head: encode_frame(header, payload, trailer_len), trailer, done: None };
+        let frame = OutFrame { head: encode_frame(header, payload, trailer_len), trailer };
         if conn.tx.send(frame).await.is_err() {
             conn.pending.borrow_mut().remove(&id);
             conn.fail_all("writer closed");

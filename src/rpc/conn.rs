@@ -122,8 +122,6 @@ pub struct OutFrame {
     pub head: Vec<u8>,
     /// Optional raw trailer, written right after `head`.
     pub trailer: Option<Box<dyn Trailer>>,
-    /// Signalled with the write result, for senders that must know the bytes left.
-    pub done: Option<futures_channel::oneshot::Sender<io::Result<()>>>,
 }
 
 impl std::fmt::Debug for OutFrame {
@@ -135,7 +133,7 @@ impl std::fmt::Debug for OutFrame {
 impl OutFrame {
     /// A frame with no trailer.
     pub fn new(header: FrameHeader, payload: &[u8]) -> Self {
-        Self { head: encode_frame(header, payload, 0), trailer: None, done: None }
+        Self { head: encode_frame(header, payload, 0), trailer: None }
     }
 }
 
@@ -209,11 +207,7 @@ impl FrameSender {
                 n += t.bytes().len();
             }
             (self.inner.on_bytes)(n);
-            let failed = res.is_err();
-            if let Some(done) = f.done {
-                let _ = done.send(res);
-            }
-            if failed {
+            if res.is_err() {
                 self.inner.closed.set(true);
                 self.inner.queue.borrow_mut().clear();
                 let _ = w.close().await;

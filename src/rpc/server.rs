@@ -145,7 +145,8 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerC
             tracing::warn!(label = cfg.label, shard = cfg.shard, %peer, "closing connection: {reason}");
         }
     }
-    // Replies are written by their senders before `send` returns; close the write side.
+    // Close the write side; frames still queued behind a write in progress are written
+    // by that write's sender first.
     let _ = glommio::timer::timeout(Duration::from_secs(1), async {
         tx.close().await;
         Ok(())

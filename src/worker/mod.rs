@@ -43,7 +43,7 @@ pub struct WorkerArgs {
     #[arg(long, env = env::NODE_IP, default_value = "127.0.0.1")]
     pub node_ip: IpAddr,
     /// Microseconds a connection polls for the next request before blocking (0 = block
-    /// at once); see `client::wire_io::FrameStream::with_spin`.
+    /// at once); see `client::wire_io::FrameStream::set_spin`.
     #[arg(long, env = "RAYLET_WORKER_SPIN_US", default_value_t = 200)]
     pub spin_us: u64,
 }

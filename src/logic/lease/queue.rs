@@ -82,6 +82,17 @@ pub struct LeaseRequest {
     pub bundle: Option<BundleKey>,
     /// Never spill: answer `Reject` instead.
     pub grant_or_reject: bool,
+    /// The RPC connection it was requested on (its close revokes the lease), if any.
+    pub conn: Option<LesseeConn>,
+}
+
+/// An RPC connection that requested leases: the shard serving it and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LesseeConn {
+    /// The shard's index.
+    pub shard: usize,
+    /// The connection's id on that shard.
+    pub conn: u64,
 }
 
 /// Why a lease was cancelled (Ray's `failure_type`).
@@ -413,19 +424,11 @@ impl LeaseQueue {
         self.schedule();
     }
 
-    /// The lessee that asked for `leases` is gone (the connection they were requested on
-    /// closed): those still waiting are cancelled and the workers of those still granted
-    /// destroyed, as for a dead owner; leases already returned or cancelled are skipped.
-    pub fn handle_lessee_gone(&mut self, leases: &[LeaseId]) {
-        for &lease in leases {
-            self.revoke(lease, CancelReason::Intended);
-        }
+    /// The connection `conn` closed: the leases requested on it go as with
+    /// [`Self::handle_owner_gone`] (its lessee is gone, or dropped them).
+    pub fn handle_conn_closed(&mut self, conn: LesseeConn) {
+        self.revoke_where(CancelReason::Intended, |r| r.conn == Some(conn));
         self.schedule();
-    }
-
-    /// Whether `lease` is still waiting or granted.
-    pub fn is_live(&self, lease: LeaseId) -> bool {
-        self.leases.contains_key(&lease)
     }
 
     /// Node `node` died: leases whose owner ran there go as with
@@ -596,25 +599,20 @@ impl LeaseQueue {
 
     /// Cancels waiting leases and revokes granted ones whose request matches.
     fn revoke_where(&mut self, reason: CancelReason, matches: impl Fn(&LeaseRequest) -> bool) {
-        let hit: Vec<LeaseId> = self.leases.iter().filter(|(_, e)| matches(&e.req)).map(|(id, _)| *id).collect();
-        for lease in hit {
-            self.revoke(lease, reason);
-        }
-    }
-
-    /// Cancels `lease` if it waits; destroys its worker if it is granted; nothing if it
-    /// is gone (returned, cancelled) already.
-    fn revoke(&mut self, lease: LeaseId, reason: CancelReason) {
-        let granted = match self.leases.get(&lease) {
-            Some(e) => matches!(e.state, State::Granted { .. }),
-            None => return,
-        };
-        if granted {
-            if let Some(worker) = self.finish(lease) {
-                self.actions.push_back(LeaseAction::DestroyWorker { lease, worker });
+        let hit: Vec<(LeaseId, bool)> = self
+            .leases
+            .iter()
+            .filter(|(_, e)| matches(&e.req))
+            .map(|(id, e)| (*id, matches!(e.state, State::Granted { .. })))
+            .collect();
+        for (lease, granted) in hit {
+            if granted {
+                if let Some(worker) = self.finish(lease) {
+                    self.actions.push_back(LeaseAction::DestroyWorker { lease, worker });
+                }
+            } else {
+                self.cancel(lease, reason);
             }
-        } else {
-            self.cancel(lease, reason);
         }
     }
 

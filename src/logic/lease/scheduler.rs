@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::policy::NodeView;
-use super::queue::{LeaseAction, LeaseDecision, LeaseError, LeaseQueue, LeaseRequest};
+use super::queue::{LeaseAction, LeaseDecision, LeaseError, LeaseQueue, LeaseRequest, LesseeConn};
 use crate::ids::{JobId, LeaseId, NodeId, WorkerId};
 use crate::logic::bundles::{in_use_set, BundleKey, BundleLedger, BundleSpec};
 use crate::logic::workers::{Action as PoolAction, ExitedProcess, RegisterError, TransitionError, WorkerPool};
@@ -151,9 +151,9 @@ impl Scheduler {
         self.pump(now);
     }
 
-    /// The lessee that requested `leases` is gone: see [`LeaseQueue::handle_lessee_gone`].
-    pub fn handle_lessee_gone(&mut self, now: Instant, leases: &[LeaseId]) {
-        self.queue.handle_lessee_gone(leases);
+    /// The connection `conn` closed: see [`LeaseQueue::handle_conn_closed`].
+    pub fn handle_conn_closed(&mut self, now: Instant, conn: LesseeConn) {
+        self.queue.handle_conn_closed(conn);
         self.pump(now);
     }
 

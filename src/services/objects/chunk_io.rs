@@ -165,8 +165,11 @@ pub fn accept(shard: Rc<Shard>, len: u64, payload: Vec<u8>) -> BoxedLocal<Result
         let arena = super::local_store(&shard).ok_or_else(|| Status::unavailable("store not started"))?.arena.clone();
         match claim(&shard, inc.id, inc.from, inc.header).await {
             Ok(Some(offset)) => {
-                arena.bytes(offset, len).map_err(|e| Status::internal(e.to_string()))?;
-                Ok(Box::new(ChunkSink { shard, arena, offset, inc, finished: false }) as Box<dyn TrailerSink>)
+                // The sink owns the claim from here: dropped unfinished (also on the check
+                // below), it releases it.
+                let sink = ChunkSink { shard, arena, offset, inc, finished: false };
+                sink.arena.bytes(offset, len).map_err(|e| Status::internal(e.to_string()))?;
+                Ok(Box::new(sink) as Box<dyn TrailerSink>)
             }
             Ok(None) => Err(Status::failed_precondition(format!(
                 "chunk {} of {} is not wanted (not pulled, already received or in progress)",

@@ -136,7 +136,17 @@ pub(super) fn lease_request(req: &RequestWorkerLeaseRequest) -> Result<LeaseRequ
     if let Some(key) = bundle {
         resources = rewrite_for_bundle(&resources, key);
     }
-    Ok(LeaseRequest { id, job, owner, owner_node, resources, strategy, bundle, grant_or_reject: req.grant_or_reject })
+    Ok(LeaseRequest {
+        id,
+        job,
+        owner,
+        owner_node,
+        resources,
+        strategy,
+        bundle,
+        grant_or_reject: req.grant_or_reject,
+        conn: None,
+    })
 }
 
 /// Ray's failure type for a cancel reason.

@@ -6,7 +6,6 @@
 //!
 //! `RemovePlacementGroup` replies once every raylet has confirmed its cancel, so a client
 //! that removes and creates back to back sees the resources free again. Steps for the
-//! head's own node are direct calls into its scheduling plane (same shard), not RPCs. Steps for the
 //! head's own node are direct calls into its scheduling plane (same shard), not RPCs.
 
 use super::convert;
@@ -153,7 +152,6 @@ impl GcsPlacementGroups {
     /// Starts one 2PC RPC (or runs it in place for this node); a remote cancel's
     /// completion is returned.
     fn send(self: &Rc<Self>, action: PgAction) -> Option<oneshot::Receiver<()>> {
-        let (done_tx, done_rx) = oneshot::channel();
         let node = match &action {
             PgAction::Prepare { node, .. } | PgAction::Commit { node, .. } | PgAction::CancelReserve { node, .. } => {
                 *node
@@ -164,6 +162,7 @@ impl GcsPlacementGroups {
             self.run_local(&sched, action);
             return None;
         }
+        let (done_tx, done_rx) = oneshot::channel();
         let is_cancel = matches!(action, PgAction::CancelReserve { .. });
         let me = self.clone();
         let addr = self.addr_of(node);

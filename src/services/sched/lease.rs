@@ -5,10 +5,10 @@
 //! reject, cancel). The waiting RPC task holds a oneshot receiver; the scheduler's action
 //! sends to every waiter of that lease id.
 
-use super::msg::{ConnTag, LeaseOutcome};
+use super::msg::LeaseOutcome;
 use super::SchedService;
 use crate::ids::{LeaseId, WorkerId};
-use crate::logic::lease::queue::{CancelReason, LeaseDecision, LeaseRequest};
+use crate::logic::lease::queue::{CancelReason, LeaseDecision, LeaseRequest, LesseeConn};
 use crate::logic::resources::ResourceSet;
 use futures_channel::oneshot;
 use std::cell::RefCell;
@@ -23,14 +23,7 @@ pub struct Replies {
     waiters: RefCell<HashMap<LeaseId, Vec<oneshot::Sender<LeaseOutcome>>>>,
     /// Backlog reports by reporter (replaced on every report).
     backlogs: RefCell<HashMap<WorkerId, Vec<(ResourceSet, i64)>>>,
-    /// Leases by the connection they were requested on (pruned of finished ones as the
-    /// list grows).
-    by_conn: RefCell<HashMap<ConnTag, Vec<LeaseId>>>,
 }
-
-/// A connection's lease list is pruned of finished leases when it reaches this length
-/// (then doubles), so a long-lived connection costs memory in its live leases only.
-const CONN_LEASES_PRUNE_AT: usize = 64;
 
 impl Replies {
     fn wait(&self, lease: LeaseId) -> oneshot::Receiver<LeaseOutcome> {
@@ -71,15 +64,7 @@ fn cancel_message(reason: CancelReason) -> &'static str {
 
 impl SchedService {
     /// `RequestWorkerLease`: waits for the queue's decision.
-    pub(super) async fn request_lease(
-        self: &Rc<Self>,
-        req: LeaseRequest,
-        backlog: usize,
-        conn: Option<ConnTag>,
-    ) -> LeaseOutcome {
-        if let Some(tag) = conn {
-            self.remember_conn_lease(tag, req.id);
-        }
+    pub(super) async fn request_lease(self: &Rc<Self>, req: LeaseRequest, backlog: usize) -> LeaseOutcome {
         let rx = self.replies.wait(req.id);
         self.core.borrow_mut().handle_request(Instant::now(), req, backlog);
         self.drive();
@@ -89,35 +74,10 @@ impl SchedService {
         })
     }
 
-    fn remember_conn_lease(&self, tag: ConnTag, lease: LeaseId) {
-        let mut by_conn = self.replies.by_conn.borrow_mut();
-        let list = by_conn.entry(tag).or_default();
-        if list.contains(&lease) {
-            return;
-        }
-        if list.len() >= CONN_LEASES_PRUNE_AT && list.len() == list.capacity() {
-            let core = self.core.borrow();
-            list.retain(|l| core.queue().is_live(*l));
-            list.reserve(list.len().max(CONN_LEASES_PRUNE_AT));
-        }
-        list.push(lease);
-    }
-
     /// A connection that requested leases closed: those it still holds or waits for go
     /// (workers destroyed, waits cancelled), as when their owner dies.
-    pub(super) fn conn_closed(self: &Rc<Self>, tag: ConnTag) {
-        let leases = self.replies.by_conn.borrow_mut().remove(&tag).unwrap_or_default();
-        if leases.is_empty() {
-            return;
-        }
-        let live = {
-            let core = self.core.borrow();
-            leases.iter().filter(|l| core.queue().is_live(**l)).count()
-        };
-        if live > 0 {
-            tracing::info!(?tag, live, "a lessee's connection closed: revoking its leases");
-        }
-        self.core.borrow_mut().handle_lessee_gone(Instant::now(), &leases);
+    pub(super) fn conn_closed(self: &Rc<Self>, conn: LesseeConn) {
+        self.core.borrow_mut().handle_conn_closed(Instant::now(), conn);
         self.drive();
     }
 

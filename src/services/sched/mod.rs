@@ -148,7 +148,7 @@ impl SchedService {
     /// Serves one forwarded request (shard 0).
     pub async fn handle(self: &Rc<Self>, req: SchedReq) -> SchedRep {
         match req {
-            SchedReq::Lease { req, backlog, conn } => SchedRep::Lease(self.request_lease(*req, backlog, conn).await),
+            SchedReq::Lease { req, backlog } => SchedRep::Lease(self.request_lease(*req, backlog).await),
             SchedReq::ConnClosed(conn) => {
                 self.conn_closed(conn);
                 SchedRep::Done(Ok(()))

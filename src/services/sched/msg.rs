@@ -6,7 +6,7 @@
 
 use crate::ids::{LeaseId, NodeId, WorkerId};
 use crate::logic::bundles::{BundleKey, BundleSpec};
-use crate::logic::lease::queue::{CancelReason, LeaseRequest};
+use crate::logic::lease::queue::{CancelReason, LeaseRequest, LesseeConn};
 use crate::logic::resources::ResourceSet;
 use std::net::SocketAddr;
 
@@ -19,11 +19,10 @@ pub enum SchedReq {
         req: Box<LeaseRequest>,
         /// The owner's backlog (prestart).
         backlog: usize,
-        /// The connection it was requested on: the lease lives no longer than it.
-        conn: Option<ConnTag>,
     },
-    /// A connection that requested leases closed: its leases still live are revoked.
-    ConnClosed(ConnTag),
+    /// A connection that requested leases closed: the leases it still holds or waits
+    /// for are revoked.
+    ConnClosed(LesseeConn),
     /// `CancelWorkerLease`.
     Cancel(LeaseId),
     /// `ReturnWorker`.
@@ -70,15 +69,6 @@ pub enum SchedReq {
         /// The id the raylet gave it.
         id: i64,
     },
-}
-
-/// A NodeManagerService connection: the shard serving it and its id on that shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnTag {
-    /// The shard's index.
-    pub shard: usize,
-    /// [`crate::rpc::scope::ConnScope::id`].
-    pub conn: u64,
 }
 
 /// One entry of a resource broadcast.

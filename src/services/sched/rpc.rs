@@ -4,8 +4,9 @@
 //! (a direct call on shard 0 itself), and converts the domain reply back.
 
 use super::convert;
-use super::msg::{ConnTag, SchedRep, SchedReq};
+use super::msg::{SchedRep, SchedReq};
 use crate::ids::{LeaseId, WorkerId};
+use crate::logic::lease::queue::LesseeConn;
 use crate::rpc::scope::ConnScope;
 use crate::rpc::Status;
 use crate::services::objects::msg::{ObjRep, ObjReq};
@@ -74,10 +75,10 @@ pub async fn request_worker_lease(
     shard: &Rc<Shard>,
     req: RequestWorkerLeaseRequest,
 ) -> Result<RequestWorkerLeaseReply, Status> {
-    let lease = convert::lease_request(&req)?;
+    let mut lease = convert::lease_request(&req)?;
     let backlog = usize::try_from(req.backlog_size).unwrap_or(0);
-    let conn = ConnScope::current().map(|scope| {
-        let tag = ConnTag { shard: shard.id.index(), conn: scope.id() };
+    lease.conn = ConnScope::current().map(|scope| {
+        let tag = LesseeConn { shard: shard.id.index(), conn: scope.id() };
         let s = shard.clone();
         scope.on_close_once("leases", move || {
             glommio::spawn_local(async move {
@@ -89,7 +90,7 @@ pub async fn request_worker_lease(
         });
         tag
     });
-    match call(shard, SchedReq::Lease { req: Box::new(lease), backlog, conn }).await? {
+    match call(shard, SchedReq::Lease { req: Box::new(lease), backlog }).await? {
         SchedRep::Lease(outcome) => Ok(convert::lease_reply(outcome, shard.node_id)),
         other => Err(Status::internal(format!("unexpected reply {other:?}"))),
     }

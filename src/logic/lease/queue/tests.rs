@@ -28,6 +28,7 @@ fn req(n: u32, res: &[(&str, f64)]) -> LeaseRequest {
         strategy: Strategy::Default,
         bundle: None,
         grant_or_reject: false,
+        conn: None,
     }
 }
 
@@ -416,23 +417,26 @@ fn an_owner_going_away_cancels_and_revokes_its_leases() {
 }
 
 #[test]
-fn a_lessee_going_away_cancels_and_revokes_only_its_live_leases() {
+fn a_closed_connection_cancels_and_revokes_only_its_leases() {
     let t = Instant::now();
     let mut q = queue(&[(CPU, 2.0)]);
-    for id in 1..=3 {
-        q.handle_request(t, req(id, &[(CPU, 1.0)]));
+    let (mine, other) = (LesseeConn { shard: 0, conn: 1 }, LesseeConn { shard: 1, conn: 1 });
+    for (id, conn) in [(1, mine), (2, other), (3, mine)] {
+        let mut r = req(id, &[(CPU, 1.0)]);
+        r.conn = Some(conn);
+        q.handle_request(t, r);
     }
     drain(&mut q);
     q.handle_worker_assigned(lid(1), wid(9));
     q.handle_worker_assigned(lid(2), wid(8));
     drain(&mut q);
-    q.handle_return(wid(8)).expect("lease 2 returned");
-    q.handle_worker_assigned(lid(3), wid(8));
-    drain(&mut q);
-    // Lessee gone with leases 1 (granted), 2 (returned), 4 (never seen); lease 3 is not its.
-    q.handle_lessee_gone(&[lid(1), lid(2), lid(4)]);
-    assert_eq!(drain(&mut q), vec![LeaseAction::DestroyWorker { lease: lid(1), worker: wid(9) }]);
-    assert!(!q.is_live(lid(1)) && !q.is_live(lid(2)) && q.is_live(lid(3)));
+    // Lease 1 is granted, lease 3 still waits for a CPU; lease 2 is another connection's.
+    q.handle_conn_closed(mine);
+    assert_eq!(
+        drain(&mut q),
+        vec![LeaseAction::DestroyWorker { lease: lid(1), worker: wid(9) }, cancelled(3, CancelReason::Intended)]
+    );
+    assert_eq!(q.lease_of_worker(wid(8)), Some(lid(2)));
     assert_eq!(available(&q, CPU), 1.0);
 }
 

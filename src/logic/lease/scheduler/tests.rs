@@ -30,6 +30,7 @@ fn req(n: u32, res: &[(&str, f64)]) -> LeaseRequest {
         strategy: Strategy::Default,
         bundle: None,
         grant_or_reject: false,
+        conn: None,
     }
 }
 
