@@ -103,9 +103,10 @@ pub(super) struct Conn {
 
 impl Conn {
     async fn serve(&mut self, stream: UnixStream) -> Result<(), Failure> {
-        // Buffered reads: a small frame's header and payload, or several frames the client
-        // wrote at once, arrive with one recv (larger reads bypass the buffer).
-        let (mut r, w) = split_local(stream.buffered());
+        // Unbuffered exact reads on purpose: each is one non-blocking recv of exactly what
+        // is needed. glommio's buffered stream reads short of its buffer every time and
+        // then arms an io_uring poll per read; measured slower (local_rtt 12 -> 19 us).
+        let (mut r, w) = split_local(stream);
         let metrics = self.shard.metrics.clone();
         let me = self.shard.id.index();
         let mut tx = LocalWriter::new(w, self.sock, move || {
