@@ -27,6 +27,11 @@ use report::Report;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The same allocator as the `raylet` binary, so the client side of a case is measured
+/// as users linking it would run it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Errors are messages for the operator; a bench has nothing to recover from.
 pub(crate) type Res<T> = Result<T, String>;
 

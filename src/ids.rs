@@ -190,11 +190,35 @@ pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
     s.chunks(2).map(|p| Some(val(p[0])? << 4 | val(p[1])?)).collect()
 }
 
-/// Fills `buf` from the OS random source.
+/// Bytes of OS randomness a thread fetches at a time.
+const RANDOM_POOL: usize = 4096;
+
+thread_local! {
+    /// OS random bytes fetched ahead, and how many are used. A driver makes an id per
+    /// lease and per put; one `getrandom` call per id cost a syscall on every lease.
+    static POOL: std::cell::RefCell<(Box<[u8; RANDOM_POOL]>, usize)> =
+        std::cell::RefCell::new((Box::new([0; RANDOM_POOL]), RANDOM_POOL));
+}
+
+/// Fills `buf` from the OS random source, through a per-thread pool of bytes fetched
+/// ahead (each byte is handed out once). Processes are only ever started by fork+exec, so
+/// no two processes share a pool.
 pub fn os_random(buf: &mut [u8]) {
     // getrandom only fails when the OS has no entropy source at all; the process cannot
     // run meaningfully then.
-    getrandom::getrandom(buf).expect("OS random source unavailable");
+    let fill = |b: &mut [u8]| getrandom::getrandom(b).expect("OS random source unavailable");
+    if buf.len() > RANDOM_POOL / 4 {
+        return fill(buf);
+    }
+    POOL.with_borrow_mut(|(pool, used)| {
+        if *used + buf.len() > RANDOM_POOL {
+            fill(&mut pool[..]);
+            *used = 0;
+        }
+        buf.copy_from_slice(&pool[*used..*used + buf.len()]);
+        pool[*used..*used + buf.len()].fill(0);
+        *used += buf.len();
+    });
 }
 
 #[cfg(test)]
@@ -214,6 +238,15 @@ mod tests {
         assert!(matches!(JobId::from_hex("zz00aa11"), Err(IdError::Hex { .. })));
         assert!(JobId::from_hex("abc").is_err());
         assert!(JobId::from_hex("0000000A").is_ok());
+    }
+
+    #[test]
+    fn pooled_random_ids_do_not_repeat_across_refills() {
+        let ids: std::collections::HashSet<LeaseId> = (0..3 * RANDOM_POOL).map(|_| LeaseId::random()).collect();
+        assert_eq!(ids.len(), 3 * RANDOM_POOL);
+        let mut big = [0u8; RANDOM_POOL];
+        os_random(&mut big);
+        assert!(big.iter().any(|b| *b != 0));
     }
 
     #[test]

@@ -215,8 +215,24 @@ impl ResourceSet {
     }
 
     /// Entries in name order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, FixedPoint)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, FixedPoint)> + Clone + '_ {
         self.map.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// Becomes `entries` (in name order, names unique; zeros are dropped). When the
+    /// non-zero names are the ones stored already, only the quantities are written: the
+    /// scheduler refreshes its local view after every allocation, with no allocation.
+    pub fn assign<'a>(&mut self, entries: impl Iterator<Item = (&'a str, FixedPoint)> + Clone) {
+        let nonzero = entries.filter(|(_, v)| !v.is_zero());
+        let mut stored = self.map.keys();
+        let same_names = nonzero.clone().all(|(k, _)| stored.next().is_some_and(|s| s == k)) && stored.next().is_none();
+        if same_names {
+            for (slot, (_, v)) in self.map.values_mut().zip(nonzero) {
+                *slot = v;
+            }
+        } else {
+            *self = nonzero.map(|(k, v)| (k.to_string(), v)).collect();
+        }
     }
 }
 

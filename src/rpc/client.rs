@@ -13,6 +13,7 @@
 
 use super::conn::{split_local, FrameReader, FrameSender, LocalHalf, OutFrame, ReadError, Trailer};
 use super::frame::{encode_frame, FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
+use super::readahead::EagerRecv;
 use super::status::{CallOpts, RpcError, Status};
 use crate::wire::rpc::{Hello, HelloAck, RpcStatus};
 use futures_channel::oneshot;
@@ -138,13 +139,16 @@ impl RpcClient {
     }
 
     /// Connects and exchanges the hello; the ack says which shard serves us.
-    async fn handshake(&self) -> Result<(FrameReader<LocalHalf<TcpStream>>, FrameSender, HelloAck), RpcError> {
+    async fn handshake(
+        &self,
+    ) -> Result<(FrameReader<EagerRecv<LocalHalf<TcpStream>>>, FrameSender, HelloAck), RpcError> {
         let stream = TcpStream::connect_timeout(self.addr, self.connect_timeout)
             .await
             .map_err(|e| RpcError::Io(format!("connect {}: {e}", self.addr)))?;
         let _ = stream.set_nodelay(true);
+        let fd = std::os::unix::io::AsRawFd::as_raw_fd(&stream);
         let (r, w) = split_local(stream);
-        let mut reader = FrameReader::new(r, self.limits);
+        let mut reader = FrameReader::new(EagerRecv::new(fd, r), self.limits);
         let tx = FrameSender::new(w, |_| {});
         let hello = Hello { protocol_version: PROTOCOL_VERSION, auth_token: self.token.to_string() };
         tx.send(OutFrame::new(FrameHeader::control(FrameKind::Hello), &hello.encode_to_vec()))

@@ -6,7 +6,8 @@
 //! Runs on the executor that owns the connection; nothing here is `Send`.
 
 use super::frame::{encode_frame, FrameError, FrameHeader, FrameLimits, HEADER_LEN};
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use super::readahead::ReadAhead;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
@@ -57,29 +58,26 @@ pub enum ReadError {
     Frame(#[from] FrameError),
 }
 
-/// The read side of a framed connection.
+/// The read side of a framed connection, through a read-ahead buffer: a small frame
+/// (header and payload) costs one `recv`.
 #[derive(Debug)]
 pub struct FrameReader<R> {
-    inner: R,
+    inner: ReadAhead<R>,
     limits: FrameLimits,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// Wraps `inner`, validating every header against `limits`.
+    /// Wraps `inner`, validating every header against `limits`. Give it an
+    /// [`EagerRecv`](super::readahead::EagerRecv) over a glommio stream.
     pub fn new(inner: R, limits: FrameLimits) -> Self {
-        Self { inner, limits }
+        Self { inner: ReadAhead::new(inner), limits }
     }
 
     /// Reads the next header. A clean EOF before its first byte is [`ReadError::Eof`].
     pub async fn read_header(&mut self) -> Result<FrameHeader, ReadError> {
         let mut h = [0u8; HEADER_LEN];
-        let mut got = 0;
-        while got < HEADER_LEN {
-            let n = self.inner.read(&mut h[got..]).await?;
-            if n == 0 {
-                return Err(if got == 0 { ReadError::Eof } else { ReadError::Io(io::ErrorKind::UnexpectedEof.into()) });
-            }
-            got += n;
+        if !self.inner.read_exact_or_eof(&mut h).await? {
+            return Err(ReadError::Eof);
         }
         Ok(FrameHeader::decode(&h, &self.limits)?)
     }

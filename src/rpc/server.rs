@@ -7,6 +7,7 @@
 
 use super::conn::{split_local, FrameReader, FrameSender, OutFrame, ReadError};
 use super::frame::{FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
+use super::readahead::EagerRecv;
 use super::scope::ConnScope;
 use super::status::Status;
 use crate::metrics::{ErrorKind, Metrics};
@@ -124,8 +125,9 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerC
     let _ = stream.set_nodelay(true);
     let m = cfg.metrics.shard(cfg.shard);
     m.rpc_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let fd = std::os::unix::io::AsRawFd::as_raw_fd(&stream);
     let (r, w) = split_local(stream);
-    let mut reader = FrameReader::new(r, cfg.limits);
+    let mut reader = FrameReader::new(EagerRecv::new(fd, r), cfg.limits);
     let metrics = cfg.metrics.clone();
     let shard = cfg.shard;
     let tx = FrameSender::new(w, move |_| {

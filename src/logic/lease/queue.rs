@@ -479,7 +479,8 @@ impl LeaseQueue {
 
     /// floor(available CPUs) of this node (for prestart and the idle soft limit).
     pub fn available_cpus(&self) -> usize {
-        usize::try_from(self.local.available().get(CPU).trunc_units()).unwrap_or(0)
+        let cpus = self.local.availables().find(|(k, _)| *k == CPU).map_or(FixedPoint::ZERO, |(_, v)| v);
+        usize::try_from(cpus.trunc_units()).unwrap_or(0)
     }
 
     /// The lease `worker` holds.
@@ -544,8 +545,8 @@ impl LeaseQueue {
     fn refresh_local(&mut self) {
         let local = self.view.local;
         let v = self.view.nodes.entry(local).or_insert_with(|| NodeView::new(ResourceSet::new()));
-        v.total = self.local.total();
-        v.available = self.local.available();
+        v.total.assign(self.local.totals());
+        v.available.assign(self.local.availables());
     }
 
     fn expire_tombstones(&mut self, now: Instant) {
@@ -662,11 +663,10 @@ impl LeaseQueue {
                 pop_front(&mut self.to_schedule, class);
                 continue;
             };
-            let (resources, strategy) = (e.req.resources.clone(), e.req.strategy);
-            let (grant_or_reject, job) = (e.req.grant_or_reject, e.req.job);
+            let (strategy, grant_or_reject, job) = (e.req.strategy, e.req.grant_or_reject, e.req.job);
             let decision = pick_node(
                 &self.view,
-                &resources,
+                &e.req.resources,
                 strategy,
                 &self.config.policy,
                 &mut self.rng,
@@ -674,7 +674,7 @@ impl LeaseQueue {
             );
             match decision {
                 Decision::Node(node) if node == self.view.local => {
-                    let Ok(alloc) = self.local.try_allocate(&resources) else { break };
+                    let Ok(alloc) = self.local.try_allocate(&e.req.resources) else { break };
                     pop_front(&mut self.to_schedule, class);
                     self.refresh_local();
                     if let Some(e) = self.leases.get_mut(&lease) {
@@ -684,11 +684,11 @@ impl LeaseQueue {
                 }
                 Decision::Node(node) => {
                     pop_front(&mut self.to_schedule, class);
-                    self.leases.remove(&lease);
+                    let Some(e) = self.leases.remove(&lease) else { continue };
                     if grant_or_reject {
                         self.actions.push_back(LeaseAction::decided(lease, LeaseDecision::Reject));
                     } else {
-                        subtract_on_spillback(&mut self.view, node, &resources);
+                        subtract_on_spillback(&mut self.view, node, &e.req.resources);
                         self.actions.push_back(LeaseAction::decided(lease, LeaseDecision::Spillback { node }));
                     }
                 }

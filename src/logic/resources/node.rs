@@ -245,6 +245,16 @@ impl NodeResources {
         self.slots.iter().map(|(k, s)| (k.clone(), s.available_sum())).collect()
     }
 
+    /// Total capacity per resource, in name order, without building a set.
+    pub fn totals(&self) -> impl Iterator<Item = (&str, FixedPoint)> + Clone + '_ {
+        self.slots.iter().map(|(k, s)| (k.as_str(), s.total_sum()))
+    }
+
+    /// Available capacity per resource, in name order, without building a set.
+    pub fn availables(&self) -> impl Iterator<Item = (&str, FixedPoint)> + Clone + '_ {
+        self.slots.iter().map(|(k, s)| (k.as_str(), s.available_sum()))
+    }
+
     /// Whether `name` is accounted per instance.
     pub fn is_per_instance(&self, name: &str) -> bool {
         matches!(self.slots.get(name), Some(Slot::Instances { .. }))

@@ -253,3 +253,29 @@ fn instance_mapping_lists_indexes_and_amounts() {
     assert_eq!(map, vec![(CPU.to_string(), vec![(0, 1.0)]), (GPU.to_string(), vec![(0, 1.0), (1, 1.0)]),]);
     assert_eq!(a.to_resource_set(), rs(&[(CPU, 1.0), (GPU, 2.0)]));
 }
+
+#[test]
+fn assign_matches_a_fresh_collect_whatever_names_change() {
+    let node = gpu_node(4.0, 2.0);
+    let mut view = ResourceSet::new();
+    view.assign(node.availables());
+    assert_eq!(view, node.available());
+    // Same names: only quantities change.
+    let mut busy = node.clone();
+    let a = busy.try_allocate(&rs(&[(CPU, 1.5)])).unwrap();
+    view.assign(busy.availables());
+    assert_eq!(view, busy.available());
+    // A quantity reaching zero drops its name; giving it back brings the name back.
+    let b = busy.try_allocate(&rs(&[(GPU, 2.0)])).unwrap();
+    view.assign(busy.availables());
+    assert_eq!(view, busy.available());
+    assert!(!view.contains(GPU));
+    busy.free(&b);
+    busy.free(&a);
+    view.assign(busy.availables());
+    assert_eq!(view, node.available());
+    // Different names altogether.
+    let custom = rs(&[("custom", 3.0)]);
+    view.assign(custom.iter());
+    assert_eq!(view, rs(&[("custom", 3.0)]));
+}

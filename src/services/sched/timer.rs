@@ -23,10 +23,15 @@ impl Default for Rearm {
 }
 
 impl Rearm {
-    /// Moves the deadline; wakes the timer task when it changed.
+    /// Moves the deadline; wakes the timer task only when the deadline came earlier. A
+    /// later or cleared deadline needs no wake-up: the task wakes at the old one, finds it
+    /// not due, and sleeps again until the new one (no timer churn on every input).
     pub fn rearm(&self, at: Option<Instant>) {
-        if self.deadline.replace(at) != at {
-            let _ = self.wake.try_send(());
+        let old = self.deadline.replace(at);
+        if let Some(at) = at {
+            if old.is_none_or(|old| at < old) {
+                let _ = self.wake.try_send(());
+            }
         }
     }
 }
