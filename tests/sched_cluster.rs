@@ -7,7 +7,7 @@ mod common;
 mod sched_support;
 
 use raylet::client::tasks::expected_checksum;
-use raylet::client::{LeaseOptions, PlacementGroups, PlacementStrategy, Strategy, Task};
+use raylet::client::{LeaseOptions, LocalClient, PlacementGroups, PlacementStrategy, Strategy, Task};
 use raylet::ids::NodeId;
 use raylet::wire::rpc::{node_manager_service, GlobalGcReply, GlobalGcRequest, PlacementGroupState};
 use sched_support::*;
@@ -54,6 +54,37 @@ fn leases_spill_to_both_nodes_and_an_object_made_on_one_is_consumed_on_the_other
         let got = d.push_task(&on_b, &Task::Consume { object, timeout: T }).expect("consume on B");
         assert_eq!((got.size, got.crc32c), (bytes, expected_checksum(bytes as usize, seed)));
         d.return_worker(&on_a).unwrap();
+        d.return_worker(&on_b).unwrap();
+        wait_all_available(&a, 2, T);
+    });
+}
+
+#[test]
+fn a_lease_on_another_node_pulls_its_argument_there_before_the_grant() {
+    with_timeout(Duration::from_secs(120), || {
+        let a = head(&["--num-cpus", "1"]);
+        let b = join(&a, &["--num-cpus", "1"]);
+        wait_nodes(&a, 2);
+        let mut d = a.driver();
+        let on_a = d.request_lease(&LeaseOptions::cpus(1.0)).expect("lease on A");
+        assert_eq!(on_a.node_id, node_id(&a));
+        let (bytes, seed) = (6 << 20, 11);
+        let made = d.push_task(&on_a, &Task::Produce { bytes, seed }).expect("produce on A");
+        let object = made.object_id.expect("an object id");
+        d.return_worker(&on_a).unwrap();
+        let mut store_b = LocalClient::connect_driver(&b.socket).unwrap();
+        assert!(!store_b.contains(&object).unwrap(), "B has no copy yet");
+        let strategy = Strategy::NodeAffinity { node: node_id(&b), soft: false };
+        let opts = LeaseOptions { deps: vec![object], strategy, ..LeaseOptions::cpus(1.0) };
+        let on_b = wait_for("a lease with the argument granted on B", T, || {
+            // Until A's view of B is current, the affinity lease may be refused as
+            // unschedulable; ask again.
+            d.request_lease(&opts).map(Some).map_err(|e| e.to_string())
+        });
+        assert_eq!(on_b.node_id, node_id(&b));
+        assert!(store_b.contains(&object).unwrap(), "B pulled the argument before granting the lease");
+        let got = d.push_task(&on_b, &Task::Consume { object, timeout: T }).expect("consume on B");
+        assert_eq!((got.size, got.crc32c), (bytes, expected_checksum(bytes as usize, seed)));
         d.return_worker(&on_b).unwrap();
         wait_all_available(&a, 2, T);
     });

@@ -268,3 +268,34 @@ fn a_lessee_whose_connection_closes_loses_its_leases_and_nothing_leaks() {
         wait_all_available(&node, 1, T);
     });
 }
+
+#[test]
+fn a_lease_waits_for_its_argument_holding_nothing_and_pins_it_while_granted() {
+    with_timeout(Duration::from_secs(60), || {
+        let node = head(&["--num-cpus", "1"]);
+        let object = raylet::ids::ObjectId::random();
+        let opts = LeaseOptions { deps: vec![object], ..LeaseOptions::cpus(1.0) };
+        let mut d = node.driver();
+        let waiter = std::thread::spawn(move || d.request_lease(&opts).map(|l| (d, l)));
+        wait_for("the lease to wait for its argument", T, || {
+            let s = node.stats()?;
+            Ok((s.num_queued_leases == 1).then_some(s))
+        });
+        let s = node.stats().unwrap();
+        assert_eq!((s.num_granted_leases, s.resources_available["CPU"]), (0, 1.0), "nothing held while waiting");
+        let mut store = raylet::client::LocalClient::connect_driver(&node.socket).unwrap();
+        store.put_with_id(object, &[7u8; 100_000]).unwrap();
+        let (mut d, lease) = waiter.join().unwrap().expect("granted once the argument is here");
+        assert_eq!(
+            store.delete(&[object]).unwrap(),
+            vec![raylet::local::codec::StoreError::ObjectInUse],
+            "the granted lease pins its argument"
+        );
+        assert!(store.contains(&object).unwrap());
+        d.return_worker(&lease).unwrap();
+        wait_for("the deferred delete once the lease released its argument", T, || {
+            Ok((!store.contains(&object).map_err(|e| e.to_string())?).then_some(()))
+        });
+        wait_node_idle(&node, T);
+    });
+}

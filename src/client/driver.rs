@@ -49,6 +49,9 @@ pub struct LeaseOptions {
     pub bundle: Option<(PlacementGroupId, i64)>,
     /// How many more leases of this shape the caller has queued (prestart hint).
     pub backlog: i64,
+    /// The task's object arguments: the raylet that grants the lease first pulls them to
+    /// its node and keeps them pinned until the lease ends.
+    pub deps: Vec<ObjectId>,
 }
 
 impl LeaseOptions {
@@ -297,6 +300,7 @@ impl Driver {
             node_affinity_node_id: node,
             node_affinity_soft: soft,
             bundle: opts.bundle.map(|(pg, i)| BundleId { placement_group_id: pg.to_vec(), bundle_index: i }),
+            dependencies: opts.deps.iter().map(ObjectId::to_vec).collect(),
             ..Default::default()
         }
     }

@@ -6,6 +6,7 @@ use super::codec::{self, LocalMessage, ObjectSpec, StoreError};
 use super::conn::{Conn, Failure};
 use super::writer::{LocalOut, LocalWriter};
 use crate::ids::{ObjectId, ShardId};
+use crate::logic::transfer::pull::PullPriority;
 use crate::metrics::ErrorKind;
 use crate::services::objects::msg::{ObjRep, ObjReq, OpResult, StoreOp};
 use crate::shard::msg::{Rep, Req};
@@ -172,8 +173,13 @@ impl Conn {
         let tx = std::rc::Rc::new(tx);
         let call = self.client.0 ^ fastrand::u64(..);
         for (owner, part) in &groups {
-            let op =
-                StoreOp::Wait { ids: part.iter().map(|(_, id)| *id).collect(), n: n.min(part.len()), timeout_ms, call };
+            let op = StoreOp::Wait {
+                ids: part.iter().map(|(_, id)| *id).collect(),
+                n: n.min(part.len()),
+                timeout_ms,
+                call,
+                priority: PullPriority::Wait,
+            };
             let (shard, client, owner, tx) = (self.shard.clone(), self.client, *owner, tx.clone());
             glommio::spawn_local(async move {
                 let _ = tx.send((owner, run_on(&shard, client, owner, op).await)).await;

@@ -207,7 +207,7 @@ pub fn run_receivers(mesh: &Rc<Mesh>, mut receivers: Receivers<ShardMsg>) -> Vec
 }
 
 /// Polls every future to completion concurrently; results in input order.
-async fn join_all<'a, T>(mut futs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>>) -> Vec<T> {
+pub async fn join_all<'a, T>(mut futs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>>) -> Vec<T> {
     let mut out: Vec<Option<T>> = (0..futs.len()).map(|_| None).collect();
     std::future::poll_fn(|cx| {
         let mut pending = false;

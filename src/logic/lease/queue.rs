@@ -31,13 +31,16 @@
 //!      │  └──────────────────────────────────────────────────────────┘
 //!      │ pass: remote node ──▶ Spillback (or Reject if grant_or_reject) ──▶ (forgotten)
 //!      │ pass: hard affinity unschedulable ──▶ Cancelled(Unschedulable)
+//!      │ pass: local, arguments not here yet ──▶ FetchArgs ──▶ WaitingForArgs (holds no
+//!      │        resources) ──args ready──▶ back to the front of Queued, runs here only
 //!      │ pass: local, resources allocated ──▶ PopWorker
 //!      ▼
 //!  WaitingForWorker ──worker assigned──▶ Granted ──return / lease lost──▶ (forgotten,
 //!                                          │                              resources freed)
 //!                                          └─ PG removed / bundle released / owner gone:
 //!                                             resources freed, DestroyWorker
-//!  Queued, Infeasible, WaitingForWorker ──cancel──▶ Cancelled (+ CancelPop, resources
+//!  A lease that asked for its arguments emits ReleaseArgs however it ends.
+//!  Queued, Infeasible, WaitingForArgs, WaitingForWorker ──cancel──▶ Cancelled (+ CancelPop, resources
 //!                                                   freed, when waiting for a worker)
 //!  worker assigned to a lease that is no longer waiting ──▶ ReleaseWorker (back to idle)
 //! ```
@@ -48,15 +51,18 @@
 //! queue; a pass walks every class and stops *within* a class at the first lease that
 //! cannot be placed now, so one blocked shape never delays another.
 //!
-//! Not modelled (documented deviation from Ray): lease dependencies (args are fetched by the
-//! task itself), the per-class worker cap and its admission backoff, the
-//! waiting-for-args spill.
+//! Lease arguments (Ray's dependency manager): a lease placed here with object arguments
+//! waits, holding no resources, until they are local and pinned; then it is allocated
+//! here (never placed again) as soon as resources allow.
+//!
+//! Not modelled (documented deviation from Ray): the per-class worker cap and its
+//! admission backoff, the waiting-for-args spill, the pinned-arguments memory cap.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::policy::{pick_node, subtract_on_spillback, ClusterView, Decision, NodeView, PolicyOptions, Strategy};
-use crate::ids::{JobId, LeaseId, NodeId, PlacementGroupId, WorkerId};
+use crate::ids::{JobId, LeaseId, NodeId, ObjectId, PlacementGroupId, WorkerId};
 use crate::logic::bundles::BundleKey;
 use crate::logic::resources::{Allocation, FixedPoint, NodeResources, ResourceSet, CPU};
 
@@ -84,6 +90,10 @@ pub struct LeaseRequest {
     pub grant_or_reject: bool,
     /// The RPC connection it was requested on (its close revokes the lease), if any.
     pub conn: Option<LesseeConn>,
+    /// The task's object arguments: once the lease is to run here, they are fetched to
+    /// this node and pinned before resources are allocated, and stay pinned until the
+    /// lease ends (Ray's lease dependency manager).
+    pub deps: Vec<ObjectId>,
 }
 
 /// An RPC connection that requested leases: the shard serving it and its id there.
@@ -161,6 +171,19 @@ pub enum LeaseAction {
     ReleaseWorker {
         /// The worker.
         worker: WorkerId,
+    },
+    /// The lease runs here once its arguments are local: fetch and pin `deps`, then call
+    /// [`LeaseQueue::handle_args_ready`].
+    FetchArgs {
+        /// The lease.
+        lease: LeaseId,
+        /// Its arguments.
+        deps: Vec<ObjectId>,
+    },
+    /// The lease ended or was cancelled: stop fetching its arguments and unpin them.
+    ReleaseArgs {
+        /// The lease.
+        lease: LeaseId,
     },
     /// A granted lease was revoked: its resources are already freed; kill the worker.
     DestroyWorker {
@@ -265,8 +288,13 @@ pub struct LeaseInfo {
 enum State {
     Queued,
     Infeasible,
+    /// Placed here; its arguments are being fetched (no resources held yet).
+    WaitingForArgs,
     WaitingForWorker(Allocation),
-    Granted { worker: WorkerId, allocation: Allocation },
+    Granted {
+        worker: WorkerId,
+        allocation: Allocation,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +302,16 @@ struct Entry {
     req: LeaseRequest,
     class: SchedulingClass,
     state: State,
+    /// Whether its arguments are local and pinned (or it has none).
+    args_ready: bool,
+}
+
+impl Entry {
+    /// Whether arguments were asked for (being fetched, or pinned): ending the lease must
+    /// release them.
+    fn holds_args(&self) -> bool {
+        !self.req.deps.is_empty() && (self.args_ready || matches!(self.state, State::WaitingForArgs))
+    }
 }
 
 /// The lease queue of one node. See the module docs for the protocol.
@@ -349,7 +387,8 @@ impl LeaseQueue {
             self.to_schedule.entry(class.clone()).or_default().push_back(id);
             State::Queued
         };
-        self.leases.insert(id, Entry { req, class, state });
+        let args_ready = req.deps.is_empty();
+        self.leases.insert(id, Entry { req, class, state, args_ready });
         self.schedule();
     }
 
@@ -385,6 +424,21 @@ impl LeaseQueue {
         e.state = State::Granted { worker, allocation: allocation.clone() };
         self.by_worker.insert(worker, lease);
         self.actions.push_back(LeaseAction::grant(lease, worker, allocation));
+    }
+
+    /// The arguments of `lease` are local and pinned: it goes back to the front of its
+    /// class's queue and is allocated here as soon as resources allow (it is not placed
+    /// again). A lease no longer waiting for them (cancelled meanwhile) is ignored; its
+    /// release is already on its way.
+    pub fn handle_args_ready(&mut self, lease: LeaseId) {
+        let Some(e) = self.leases.get_mut(&lease) else { return };
+        if !matches!(e.state, State::WaitingForArgs) {
+            return;
+        }
+        e.state = State::Queued;
+        e.args_ready = true;
+        self.to_schedule.entry(e.class.clone()).or_default().push_front(lease);
+        self.schedule();
     }
 
     /// The lessee returned `worker`: its lease ends and its resources are freed.
@@ -510,7 +564,10 @@ impl LeaseQueue {
 
     /// Leases not granted yet (queued or waiting for a worker), infeasible ones excluded.
     pub fn num_pending(&self) -> usize {
-        self.leases.values().filter(|e| matches!(e.state, State::Queued | State::WaitingForWorker(_))).count()
+        self.leases
+            .values()
+            .filter(|e| matches!(e.state, State::Queued | State::WaitingForArgs | State::WaitingForWorker(_)))
+            .count()
     }
 
     /// Leases in the infeasible queue.
@@ -529,7 +586,7 @@ impl LeaseQueue {
         for e in self.leases.values() {
             let slot = out.entry(&e.class).or_default();
             match e.state {
-                State::Queued | State::WaitingForWorker(_) => slot.0 += 1,
+                State::Queued | State::WaitingForArgs | State::WaitingForWorker(_) => slot.0 += 1,
                 State::Infeasible => slot.1 += 1,
                 State::Granted { .. } => {}
             }
@@ -570,9 +627,13 @@ impl LeaseQueue {
     /// Removes a not-granted lease from its queue and answers it cancelled.
     fn cancel(&mut self, lease: LeaseId, reason: CancelReason) {
         let Some(e) = self.leases.remove(&lease) else { return };
+        if e.holds_args() {
+            self.actions.push_back(LeaseAction::ReleaseArgs { lease });
+        }
         match e.state {
             State::Queued => remove_from(&mut self.to_schedule, &e.class, lease),
             State::Infeasible => remove_from(&mut self.infeasible, &e.class, lease),
+            State::WaitingForArgs => {}
             State::WaitingForWorker(alloc) => {
                 self.local.free(&alloc);
                 self.refresh_local();
@@ -595,6 +656,9 @@ impl LeaseQueue {
         self.by_worker.remove(&worker);
         self.local.free(&allocation);
         self.refresh_local();
+        if !e.req.deps.is_empty() {
+            self.actions.push_back(LeaseAction::ReleaseArgs { lease });
+        }
         Some(worker)
     }
 
@@ -664,15 +728,28 @@ impl LeaseQueue {
                 continue;
             };
             let (strategy, grant_or_reject, job) = (e.req.strategy, e.req.grant_or_reject, e.req.job);
-            let decision = pick_node(
-                &self.view,
-                &e.req.resources,
-                strategy,
-                &self.config.policy,
-                &mut self.rng,
-                &mut self.spread_cursor,
-            );
+            // A lease whose arguments were fetched here runs here: it is not placed again.
+            let decision = if e.args_ready && !e.req.deps.is_empty() {
+                Decision::Node(self.view.local)
+            } else {
+                pick_node(
+                    &self.view,
+                    &e.req.resources,
+                    strategy,
+                    &self.config.policy,
+                    &mut self.rng,
+                    &mut self.spread_cursor,
+                )
+            };
             match decision {
+                Decision::Node(node) if node == self.view.local && !e.args_ready => {
+                    let deps = e.req.deps.clone();
+                    pop_front(&mut self.to_schedule, class);
+                    if let Some(e) = self.leases.get_mut(&lease) {
+                        e.state = State::WaitingForArgs;
+                    }
+                    self.actions.push_back(LeaseAction::FetchArgs { lease, deps });
+                }
                 Decision::Node(node) if node == self.view.local => {
                     let Ok(alloc) = self.local.try_allocate(&e.req.resources) else { break };
                     pop_front(&mut self.to_schedule, class);

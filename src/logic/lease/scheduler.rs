@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use super::policy::NodeView;
 use super::queue::{LeaseAction, LeaseDecision, LeaseError, LeaseQueue, LeaseRequest, LesseeConn};
-use crate::ids::{JobId, LeaseId, NodeId, WorkerId};
+use crate::ids::{JobId, LeaseId, NodeId, ObjectId, WorkerId};
 use crate::logic::bundles::{in_use_set, BundleKey, BundleLedger, BundleSpec};
 use crate::logic::workers::{Action as PoolAction, ExitedProcess, RegisterError, TransitionError, WorkerPool};
 
@@ -67,6 +67,19 @@ pub enum SchedAction {
     RequestExit {
         /// The worker.
         worker: WorkerId,
+    },
+    /// Fetch the lease's arguments to this node and pin them; then call
+    /// [`Scheduler::handle_args_ready`].
+    FetchArgs {
+        /// The lease.
+        lease: LeaseId,
+        /// Its arguments.
+        deps: Vec<ObjectId>,
+    },
+    /// Stop fetching the lease's arguments and unpin them.
+    ReleaseArgs {
+        /// The lease.
+        lease: LeaseId,
     },
 }
 
@@ -120,6 +133,12 @@ impl Scheduler {
             self.pool.handle_prestart(now, backlog, self.queue.available_cpus());
             self.pump(now);
         }
+    }
+
+    /// The arguments of `lease` are local and pinned.
+    pub fn handle_args_ready(&mut self, now: Instant, lease: LeaseId) {
+        self.queue.handle_args_ready(lease);
+        self.pump(now);
     }
 
     /// `CancelWorkerLease`: whether a not-yet-granted lease was found.
@@ -347,6 +366,8 @@ impl Scheduler {
             }
             LeaseAction::Decided { lease, decision } => self.actions.push_back(SchedAction::Reply { lease, decision }),
             LeaseAction::Infeasible { lease } => self.actions.push_back(SchedAction::Infeasible { lease }),
+            LeaseAction::FetchArgs { lease, deps } => self.actions.push_back(SchedAction::FetchArgs { lease, deps }),
+            LeaseAction::ReleaseArgs { lease } => self.actions.push_back(SchedAction::ReleaseArgs { lease }),
         }
     }
 

@@ -5,6 +5,7 @@ use crate::ids::{NodeId, ObjectId};
 use crate::local::msg::{ObjectSpec, StoreError};
 use crate::logic::objects::ClientId;
 use crate::logic::transfer::chunks::ChunkHeader;
+use crate::logic::transfer::pull::PullPriority;
 use crate::wire::rpc::PushRequest;
 use std::net::SocketAddr;
 
@@ -46,6 +47,9 @@ pub enum StoreOp {
         timeout_ms: i64,
         /// The caller's id of this wait.
         call: u64,
+        /// The priority of the pulls it makes (`Wait` for clients, `TaskArgs` for the
+        /// arguments of a lease).
+        priority: PullPriority,
     },
     /// Finish a pending wait now with whatever is ready.
     CancelWait(u64),

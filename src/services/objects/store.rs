@@ -158,8 +158,8 @@ impl ShardStore {
             O::Delete(ids) => OpResult::Deleted(self.delete(shard, &ids)),
             O::Contains(id) => OpResult::Contains(self.table.borrow().contains(&id)),
             O::Get(ids, timeout_ms) => OpResult::Got(self.get(shard, client, &ids, timeout_ms).await),
-            O::Wait { ids, n, timeout_ms, call } => {
-                let (ready, remaining) = self.wait(shard, &ids, n, timeout_ms, Some((client, call))).await;
+            O::Wait { ids, n, timeout_ms, call, priority } => {
+                let (ready, remaining) = self.wait(shard, &ids, n, timeout_ms, priority, Some((client, call))).await;
                 OpResult::Waited(ready, remaining)
             }
             O::CancelWait(call) => {
@@ -428,12 +428,13 @@ impl ShardStore {
         ids: &[ObjectId],
         n: usize,
         timeout_ms: i64,
+        priority: PullPriority,
         call: Option<(ClientId, u64)>,
     ) -> (Vec<ObjectId>, Vec<ObjectId>) {
         let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
         let ready_now = ids.len() - missing.len();
         if ready_now < n.min(ids.len()) && timeout_ms != 0 {
-            let bundle = super::transfer::request_pulls(shard, &missing, PullPriority::Wait);
+            let bundle = super::transfer::request_pulls(shard, &missing, priority);
             let req = self.new_req();
             let registered = {
                 let t = self.table.borrow();

@@ -3,7 +3,7 @@
 //! become `InvalidArgument` statuses here, before anything reaches shard 0.
 
 use super::msg::{LeaseOutcome, RemoteUpdate};
-use crate::ids::{JobId, LeaseId, NodeId, PlacementGroupId, WorkerId};
+use crate::ids::{JobId, LeaseId, NodeId, ObjectId, PlacementGroupId, WorkerId};
 use crate::logic::bundles::{format_indexed, format_wildcard, parse_formatted, BundleKey, BundleSpec, BUNDLE_RESOURCE};
 use crate::logic::lease::policy::Strategy;
 use crate::logic::lease::queue::{CancelReason, LeaseRequest};
@@ -136,6 +136,17 @@ pub(super) fn lease_request(req: &RequestWorkerLeaseRequest) -> Result<LeaseRequ
     if let Some(key) = bundle {
         resources = rewrite_for_bundle(&resources, key);
     }
+    if spec.dependencies.len() > MAX_LEASE_DEPS {
+        return Err(bad(format!("{} dependencies; at most {MAX_LEASE_DEPS}", spec.dependencies.len())));
+    }
+    let mut deps = Vec::with_capacity(spec.dependencies.len());
+    let mut seen = std::collections::HashSet::new();
+    for d in &spec.dependencies {
+        let id = ObjectId::from_bytes(d).map_err(|e| bad(format!("dependency: {e}")))?;
+        if seen.insert(id) {
+            deps.push(id);
+        }
+    }
     Ok(LeaseRequest {
         id,
         job,
@@ -146,8 +157,12 @@ pub(super) fn lease_request(req: &RequestWorkerLeaseRequest) -> Result<LeaseRequ
         bundle,
         grant_or_reject: req.grant_or_reject,
         conn: None,
+        deps,
     })
 }
+
+/// The most object arguments one lease may name.
+pub const MAX_LEASE_DEPS: usize = 4096;
 
 /// Ray's failure type for a cancel reason.
 fn failure_type(r: CancelReason) -> LeaseFailureType {
@@ -259,6 +274,16 @@ mod tests {
         let mut s = spec();
         s.bundle = Some(BundleId { placement_group_id: vec![1; 3], bundle_index: 0 });
         assert!(lease_request(&req(s)).is_err(), "short group id");
+        let mut s = spec();
+        s.dependencies = vec![vec![3; 5]];
+        assert!(lease_request(&req(s)).is_err(), "short dependency id");
+        let mut s = spec();
+        s.dependencies = vec![vec![3; ObjectId::LEN]; MAX_LEASE_DEPS + 1];
+        assert!(lease_request(&req(s)).is_err(), "too many dependencies");
+        let mut s = spec();
+        s.dependencies = vec![vec![3; ObjectId::LEN], vec![4; ObjectId::LEN], vec![3; ObjectId::LEN]];
+        let deps = lease_request(&req(s)).unwrap().deps;
+        assert_eq!(deps, vec![ObjectId([3; ObjectId::LEN]), ObjectId([4; ObjectId::LEN])], "repeats dropped");
     }
 
     #[test]

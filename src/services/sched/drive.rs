@@ -26,6 +26,8 @@ impl SchedService {
                 SchedAction::StartProcess { token } => self.start_worker(token),
                 SchedAction::Kill { pid, worker, force } => self.kill_worker(pid, worker, force),
                 SchedAction::RequestExit { worker } => self.request_exit(worker),
+                SchedAction::FetchArgs { lease, deps } => self.fetch_args(lease, deps),
+                SchedAction::ReleaseArgs { lease } => self.release_args(lease),
             }
         }
         self.timer.rearm(self.core.borrow().poll_timeout());

@@ -22,6 +22,7 @@
 //! into a shard while serving one (it only spawns RPCs to other processes).
 
 pub mod agent;
+pub mod args;
 pub mod bundles;
 pub mod convert;
 pub mod drive;
@@ -79,6 +80,7 @@ pub struct SchedService {
     timer: timer::Rearm,
     sync: resources::SyncState,
     agent: agent::Agent,
+    args: args::Args,
 }
 
 impl SchedService {
@@ -130,6 +132,7 @@ impl SchedService {
             timer: timer::Rearm::default(),
             sync: resources::SyncState::default(),
             agent: agent::Agent::default(),
+            args: args::Args::default(),
         }))
     }
 

@@ -29,6 +29,7 @@ fn req(n: u32, res: &[(&str, f64)]) -> LeaseRequest {
         bundle: None,
         grant_or_reject: false,
         conn: None,
+        deps: Vec::new(),
     }
 }
 
@@ -517,4 +518,74 @@ fn a_dead_node_takes_its_owners_leases_with_it() {
         ]
     );
     assert!(!q.view().nodes.contains_key(&nid(3)));
+}
+
+fn args_req(n: u32, deps: &[u8]) -> LeaseRequest {
+    let mut r = req(n, &[(CPU, 1.0)]);
+    r.deps = deps.iter().map(|d| ObjectId([*d; 28])).collect();
+    r
+}
+
+fn fetch(n: u32, deps: &[u8]) -> LeaseAction {
+    LeaseAction::FetchArgs { lease: lid(n), deps: deps.iter().map(|d| ObjectId([*d; 28])).collect() }
+}
+
+fn release_args(n: u32) -> LeaseAction {
+    LeaseAction::ReleaseArgs { lease: lid(n) }
+}
+
+#[test]
+fn a_lease_with_arguments_holds_nothing_until_they_are_here_then_is_granted_and_releases_them_at_the_end() {
+    let t = Instant::now();
+    let mut q = queue(&[(CPU, 1.0)]);
+    q.handle_request(t, args_req(1, &[7, 8]));
+    assert_eq!(drain(&mut q), vec![fetch(1, &[7, 8])]);
+    // No resources are held while the arguments travel: a lease without any runs first.
+    assert_eq!(available(&q, CPU), 1.0);
+    assert_eq!(q.num_pending(), 1);
+    let a = grant(&mut q, t, 2, 20, &[(CPU, 1.0)]);
+    q.handle_args_ready(lid(1));
+    assert_eq!(drain(&mut q), vec![], "arguments ready, but no CPU free: it waits");
+    q.handle_return(wid(20)).unwrap();
+    assert_eq!(drain(&mut q), vec![pop(1)], "the freed CPU goes to the lease whose arguments are here");
+    drop(a);
+    q.handle_worker_assigned(lid(1), wid(10));
+    assert!(matches!(drain(&mut q).as_slice(), [LeaseAction::Decided { decision: LeaseDecision::Grant { .. }, .. }]));
+    q.handle_return(wid(10)).unwrap();
+    assert_eq!(drain(&mut q), vec![release_args(1)]);
+    assert_eq!(available(&q, CPU), 1.0);
+}
+
+#[test]
+fn cancelling_a_lease_while_its_arguments_travel_or_after_they_came_releases_them() {
+    let t = Instant::now();
+    let mut q = queue(&[(CPU, 1.0)]);
+    q.handle_request(t, args_req(1, &[7]));
+    assert_eq!(drain(&mut q), vec![fetch(1, &[7])]);
+    assert!(q.handle_cancel(t, lid(1)));
+    assert_eq!(drain(&mut q), vec![release_args(1), cancelled(1, CancelReason::Intended)]);
+    q.handle_args_ready(lid(1));
+    assert_eq!(drain(&mut q), vec![], "a late arrival for a cancelled lease does nothing");
+    // Arguments here, waiting for a CPU, then cancelled.
+    let _held = grant(&mut q, t, 2, 20, &[(CPU, 1.0)]);
+    q.handle_request(t, args_req(3, &[9]));
+    assert_eq!(drain(&mut q), vec![fetch(3, &[9])]);
+    q.handle_args_ready(lid(3));
+    assert_eq!(drain(&mut q), vec![]);
+    assert!(q.handle_cancel(t, lid(3)));
+    assert_eq!(drain(&mut q), vec![release_args(3), cancelled(3, CancelReason::Intended)]);
+    q.handle_return(wid(20)).unwrap();
+    assert_eq!(drain(&mut q), vec![]);
+    assert_eq!(available(&q, CPU), 1.0);
+    assert_eq!(q.num_pending(), 0);
+}
+
+#[test]
+fn a_lease_with_arguments_placed_on_another_node_fetches_nothing_here() {
+    let t = Instant::now();
+    let mut q = queue(&[(CPU, 1.0)]);
+    q.handle_node_update(nid(2), remote(&[(CPU, 4.0)], &[(CPU, 4.0)]));
+    let _held = grant(&mut q, t, 1, 10, &[(CPU, 1.0)]);
+    q.handle_request(t, args_req(2, &[7]));
+    assert_eq!(drain(&mut q), vec![spill(2, 2)]);
 }

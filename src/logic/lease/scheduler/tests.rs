@@ -31,6 +31,7 @@ fn req(n: u32, res: &[(&str, f64)]) -> LeaseRequest {
         bundle: None,
         grant_or_reject: false,
         conn: None,
+        deps: Vec::new(),
     }
 }
 
