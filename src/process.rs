@@ -87,18 +87,16 @@ pub fn spawn_blocking(spec: &SpawnSpec) -> Result<u32, SpawnError> {
     };
     let log = OpenOptions::new().create(true).append(true).open(&spec.log).map_err(io_err("log file"))?;
     let log2 = log.try_clone().map_err(io_err("log file"))?;
-    let child = Command::new(&program)
-        .args(args)
+    let mut cmd = Command::new(&program);
+    cmd.args(args)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(log)
-        .stderr(log2)
-        .spawn()
-        .map_err(io_err(&program.display().to_string()))?;
+        .stderr(log2);
+    let child = spawn_unpinned(&mut cmd).map_err(io_err(&program.display().to_string()))?;
     let pid = child.id();
     // Dropping `Child` neither waits nor kills; the signal thread reaps it.
     drop(child);
-    unpin(pid);
     if let Some(adj) = spec.oom_score_adj {
         // Best effort: the child may already have exited.
         if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), adj.clamp(0, 1000).to_string()) {
@@ -108,17 +106,27 @@ pub fn spawn_blocking(spec: &SpawnSpec) -> Result<u32, SpawnError> {
     Ok(pid)
 }
 
-/// A child inherits the CPU affinity of the thread that forked it: a blocking-pool thread
-/// pinned to its shard's CPU. Give the child the whole process's CPU set (the main
-/// thread's, which is never pinned), so workers do not all share one shard's core.
-fn unpin(pid: u32) {
+/// A child inherits the CPU affinity of the thread that forks it: here a blocking-pool
+/// thread pinned to its shard's CPU. That thread takes the whole process's CPU set (the
+/// main thread's, which is never pinned) for the fork and gets its own back after, so the
+/// child starts unpinned, before any thread of its own exists, and workers do not all
+/// share one shard's core.
+fn spawn_unpinned(cmd: &mut Command) -> io::Result<std::process::Child> {
     use nix::sched::{sched_getaffinity, sched_setaffinity};
     use nix::unistd::Pid;
-    let Ok(raw) = i32::try_from(pid) else { return };
-    let r = sched_getaffinity(Pid::this()).and_then(|set| sched_setaffinity(Pid::from_raw(raw), &set));
-    if let Err(e) = r {
-        tracing::debug!(pid, "cannot widen the child's CPU affinity: {e}");
+    let this_thread = Pid::from_raw(0);
+    let own = sched_getaffinity(this_thread).ok();
+    match sched_getaffinity(Pid::this()).and_then(|wide| sched_setaffinity(this_thread, &wide)) {
+        Ok(()) => {}
+        Err(e) => tracing::debug!("cannot widen the CPU affinity for a child: {e}"),
     }
+    let child = cmd.spawn();
+    if let Some(own) = own {
+        if let Err(e) = sched_setaffinity(this_thread, &own) {
+            tracing::warn!("cannot restore this thread's CPU affinity after a spawn: {e}");
+        }
+    }
+    child
 }
 
 /// Spawns `spec` on the blocking pool of the current executor.
