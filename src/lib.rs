@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+pub mod checksum;
 pub mod cli;
 pub mod client;
 pub mod config;

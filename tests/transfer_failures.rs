@@ -152,7 +152,7 @@ impl<'a> Chunk<'a> {
             from,
             index: index as u32,
             total: data.len() as u64,
-            crc: crc32c::crc32c(bytes),
+            crc: raylet::checksum::crc32c(bytes),
             chunk_size: CHUNK as u64,
             bytes,
         }

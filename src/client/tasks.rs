@@ -27,7 +27,7 @@ pub fn fill(buf: &mut [u8], seed: u64) {
 
 /// The hash `consume` reports: CRC32C of the bytes.
 pub fn checksum(data: &[u8]) -> u32 {
-    crc32c::crc32c(data)
+    crate::checksum::crc32c(data)
 }
 
 /// The checksum `consume` reports for an object made by `produce(bytes, seed)`.

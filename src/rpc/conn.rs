@@ -58,6 +58,9 @@ pub enum ReadError {
     Frame(#[from] FrameError),
 }
 
+/// Trailer bytes read (and checksummed) at a time: well inside L2.
+const CHECK_BLOCK: usize = 256 << 10;
+
 /// The read side of a framed connection, through a read-ahead buffer: a small frame
 /// (header and payload) costs one `recv`.
 #[derive(Debug)]
@@ -89,10 +92,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(p)
     }
 
-    /// Reads exactly `dst.len()` trailer bytes into `dst` (e.g. a mapped object buffer).
-    pub async fn read_into(&mut self, dst: &mut [u8]) -> Result<(), ReadError> {
-        self.inner.read_exact(dst).await?;
-        Ok(())
+    /// Reads exactly `dst.len()` trailer bytes into `dst` (e.g. a mapped object buffer)
+    /// and returns their CRC32C, computed block by block right after each block lands,
+    /// while it is still in cache.
+    pub async fn read_into(&mut self, dst: &mut [u8]) -> Result<u32, ReadError> {
+        let mut crc = crate::checksum::Crc32c::default();
+        for block in dst.chunks_mut(CHECK_BLOCK) {
+            self.inner.read_exact(block).await?;
+            crc.update(block);
+        }
+        Ok(crc.value())
     }
 
     /// Reads and discards `len` bytes (a trailer nobody wants), keeping the stream in sync.

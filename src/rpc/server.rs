@@ -28,8 +28,9 @@ pub type ServiceFn = Rc<dyn Fn(u16, Vec<u8>) -> BoxedLocal<Result<Vec<u8>, Statu
 pub trait TrailerSink {
     /// The destination of the trailer bytes; exactly `trailer_len` long.
     fn buf(&mut self) -> &mut [u8];
-    /// Called once the trailer is in `buf`; produces the reply.
-    fn finish(self: Box<Self>) -> BoxedLocal<Result<Vec<u8>, Status>>;
+    /// Called once the trailer is in `buf`, with the CRC32C of its bytes (computed as they
+    /// were read); produces the reply.
+    fn finish(self: Box<Self>, crc32c: u32) -> BoxedLocal<Result<Vec<u8>, Status>>;
 }
 
 /// Accepts a request that carries a trailer: returns where to put it, or refuses.
@@ -247,8 +248,8 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             match router.trailers.get(&(header.service, header.method)) {
                 Some(accept) => match accept(header, payload).await {
                     Ok(mut sink) => {
-                        reader.read_into(sink.buf()).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
-                        sink.finish()
+                        let crc = reader.read_into(sink.buf()).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
+                        sink.finish(crc)
                     }
                     Err(status) => {
                         reader

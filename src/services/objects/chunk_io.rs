@@ -36,7 +36,7 @@ impl Trailer for ArenaChunk {
 pub async fn send(shard: &Rc<Shard>, mut job: ChunkJob) -> bool {
     let Some(store) = super::local_store(shard) else { return false };
     let Ok(bytes) = store.arena.bytes(job.offset, job.len) else { return false };
-    job.req.crc32c = crc32c::crc32c(bytes);
+    job.req.crc32c = crate::checksum::crc32c(bytes);
     let trailer = Box::new(ArenaChunk { arena: store.arena.clone(), offset: job.offset, len: job.len });
     let client = shard.clients.get(job.addr);
     let method = object_manager_service::method::PUSH;
@@ -137,11 +137,10 @@ impl TrailerSink for ChunkSink {
         self.arena.bytes_mut(self.offset, self.inc.header.len).unwrap_or(&mut [])
     }
 
-    fn finish(mut self: Box<Self>) -> BoxedLocal<Result<Vec<u8>, Status>> {
+    fn finish(mut self: Box<Self>, crc32c: u32) -> BoxedLocal<Result<Vec<u8>, Status>> {
         self.finished = true;
         Box::pin(async move {
-            let bytes = self.arena.bytes(self.offset, self.inc.header.len).unwrap_or(&[]);
-            let crc_ok = crc32c::crc32c(bytes) == self.inc.crc;
+            let crc_ok = crc32c == self.inc.crc;
             let r = done(&self.shard, self.inc.id, self.inc.from, self.inc.header.index, crc_ok).await;
             match (r, crc_ok) {
                 (Ok(()), true) => Ok(PushReply {}.encode_to_vec()),
@@ -185,7 +184,7 @@ pub async fn push_empty(shard: &Rc<Shard>, req: PushRequest) -> Result<PushReply
     let inc = parse(&req, 0)?;
     match claim(shard, inc.id, inc.from, inc.header).await {
         Ok(Some(_)) => {
-            let crc_ok = inc.crc == crc32c::crc32c(&[]);
+            let crc_ok = inc.crc == crate::checksum::crc32c(&[]);
             done(shard, inc.id, inc.from, inc.header.index, crc_ok).await.map_err(Status::failed_precondition)?;
             Ok(PushReply {})
         }
