@@ -28,12 +28,18 @@ fn wait_nodes(head: &Node, n: usize) {
     });
 }
 
+/// A head and a joiner with one CPU each, once the head sees both.
+fn two_one_cpu_nodes() -> (Node, Node) {
+    let a = head(&["--num-cpus", "1"]);
+    let b = join(&a, &["--num-cpus", "1"]);
+    wait_nodes(&a, 2);
+    (a, b)
+}
+
 #[test]
 fn leases_spill_to_both_nodes_and_an_object_made_on_one_is_consumed_on_the_other() {
     with_timeout(Duration::from_secs(120), || {
-        let a = head(&["--num-cpus", "1"]);
-        let b = join(&a, &["--num-cpus", "1"]);
-        wait_nodes(&a, 2);
+        let (a, b) = two_one_cpu_nodes();
         let mut d = a.driver();
         let on_a = d.request_lease(&LeaseOptions::cpus(1.0)).expect("lease on A");
         assert_eq!(on_a.node_id, node_id(&a));
@@ -62,9 +68,7 @@ fn leases_spill_to_both_nodes_and_an_object_made_on_one_is_consumed_on_the_other
 #[test]
 fn a_lease_on_another_node_pulls_its_argument_there_before_the_grant() {
     with_timeout(Duration::from_secs(120), || {
-        let a = head(&["--num-cpus", "1"]);
-        let b = join(&a, &["--num-cpus", "1"]);
-        wait_nodes(&a, 2);
+        let (a, b) = two_one_cpu_nodes();
         let mut d = a.driver();
         let on_a = d.request_lease(&LeaseOptions::cpus(1.0)).expect("lease on A");
         assert_eq!(on_a.node_id, node_id(&a));
