@@ -223,6 +223,7 @@ fn requests_the_server_cannot_serve_get_error_replies() {
                 let h = FrameHeader::request(svc, good_method, 13, 1000);
                 let mut f = encode_frame(h, &[], 64);
                 f.extend_from_slice(&[7u8; 64]);
+                f.extend_from_slice(&raylet::checksum::crc32c(&[7u8; 64]).to_le_bytes());
                 c.send(&f);
                 expect_error(
                     &mut c,

@@ -166,19 +166,20 @@ impl<'a> Chunk<'a> {
             chunk_index: self.index,
             data_size: self.total,
             metadata_size: 0,
-            crc32c: self.crc,
             chunk_size: self.chunk_size,
         };
         (req.encode_to_vec(), self.bytes)
     }
 
+    /// Pushes the chunk with `crc` as its frame's trailer footer.
     fn push(&self, to: &mut BlockingClient) -> Result<Vec<u8>, RpcError> {
         let (payload, trailer) = self.frame_parts();
-        to.call_with_trailer(
+        to.call_with_trailer_crc(
             object_manager_service::SERVICE_ID,
             object_manager_service::method::PUSH,
             &payload,
             trailer,
+            self.crc,
             Duration::from_secs(20),
         )
     }

@@ -105,7 +105,7 @@ impl FrameStream {
         Ok(())
     }
 
-    /// Reads one frame; its trailer (if any) is read and dropped.
+    /// Reads one frame; its trailer and footer (if any) are read and dropped.
     pub fn read_frame(&mut self, limits: &FrameLimits) -> Result<(FrameHeader, Vec<u8>), FrameIoError> {
         self.fill(HEADER_LEN)?;
         let mut h = [0u8; HEADER_LEN];
@@ -116,7 +116,10 @@ impl FrameStream {
             self.fill(payload.len())?;
         }
         self.take(&mut payload)?;
-        let mut trailer = header.trailer_len as usize;
+        let mut trailer = match header.trailer_len as usize {
+            0 => 0,
+            n => n + crate::rpc::frame::TRAILER_CRC_LEN,
+        };
         let mut scratch = [0u8; 4096];
         while trailer > 0 {
             let n = trailer.min(scratch.len());

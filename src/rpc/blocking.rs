@@ -121,10 +121,11 @@ impl BlockingClient {
     }
 
     fn call_once(&mut self, service: u16, method: u16, payload: &[u8], deadline: Instant) -> Result<Vec<u8>, RpcError> {
-        self.call_frame(service, method, payload, &[], deadline)
+        self.call_frame(service, method, payload, (&[], 0), deadline)
     }
 
-    /// One call whose request frame carries `trailer` raw bytes after the payload.
+    /// One call whose request frame carries `trailer` raw bytes after the payload (and
+    /// their CRC32C footer).
     pub fn call_with_trailer(
         &mut self,
         service: u16,
@@ -133,7 +134,22 @@ impl BlockingClient {
         trailer: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, RpcError> {
-        self.call_frame(service, method, payload, trailer, Instant::now() + timeout)
+        let crc = crate::checksum::crc32c(trailer);
+        self.call_with_trailer_crc(service, method, payload, trailer, crc, timeout)
+    }
+
+    /// [`Self::call_with_trailer`] with the footer given by the caller (one it already
+    /// knows, or a wrong one to test the receiver).
+    pub fn call_with_trailer_crc(
+        &mut self,
+        service: u16,
+        method: u16,
+        payload: &[u8],
+        trailer: &[u8],
+        crc32c: u32,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, RpcError> {
+        self.call_frame(service, method, payload, (trailer, crc32c), Instant::now() + timeout)
     }
 
     /// Writes raw bytes on the connection (connecting first): for tests that cut a frame.
@@ -147,7 +163,7 @@ impl BlockingClient {
         service: u16,
         method: u16,
         payload: &[u8],
-        trailer: &[u8],
+        (trailer, crc32c): (&[u8], u32),
         deadline: Instant,
     ) -> Result<Vec<u8>, RpcError> {
         self.ensure(deadline)?;
@@ -156,7 +172,10 @@ impl BlockingClient {
         let left = deadline.saturating_duration_since(Instant::now());
         let header = FrameHeader::request(service, method, id, left.as_millis().min(u32::MAX as u128) as u32);
         let mut frame = encode_frame(header, payload, trailer.len() as u32);
-        frame.extend_from_slice(trailer);
+        if !trailer.is_empty() {
+            frame.extend_from_slice(trailer);
+            frame.extend_from_slice(&crc32c.to_le_bytes());
+        }
         let result = self.write(&frame).and_then(|_| loop {
             let (h, p) = self.read_frame(deadline)?;
             if h.call_id != id {

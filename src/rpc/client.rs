@@ -250,7 +250,7 @@ async fn read_replies<R: futures_lite::AsyncRead + Unpin>(mut reader: FrameReade
             Err(e) => break e.to_string(),
         };
         if h.trailer_len > 0 {
-            if let Err(e) = reader.discard(h.trailer_len as usize).await {
+            if let Err(e) = reader.discard_trailer(h.trailer_len as usize).await {
                 break e.to_string();
             }
         }

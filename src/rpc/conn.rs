@@ -5,7 +5,7 @@
 //!
 //! Runs on the executor that owns the connection; nothing here is `Send`.
 
-use super::frame::{encode_frame, FrameError, FrameHeader, FrameLimits, HEADER_LEN};
+use super::frame::{encode_frame, FrameError, FrameHeader, FrameLimits, HEADER_LEN, TRAILER_CRC_LEN};
 use super::readahead::ReadAhead;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::cell::RefCell;
@@ -92,20 +92,34 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Ok(p)
     }
 
-    /// Reads exactly `dst.len()` trailer bytes into `dst` (e.g. a mapped object buffer)
-    /// and returns their CRC32C, computed block by block right after each block lands,
-    /// while it is still in cache.
-    pub async fn read_into(&mut self, dst: &mut [u8]) -> Result<u32, ReadError> {
+    /// Reads a whole trailer of `dst.len()` bytes into `dst` (e.g. a mapped object
+    /// buffer), then its CRC32C footer; returns whether the footer matches. The CRC is
+    /// computed block by block right after each block lands, while it is in cache.
+    pub async fn read_trailer(&mut self, dst: &mut [u8]) -> Result<bool, ReadError> {
+        if dst.is_empty() {
+            return Ok(true);
+        }
         let mut crc = crate::checksum::Crc32c::default();
         for block in dst.chunks_mut(CHECK_BLOCK) {
             self.inner.read_exact(block).await?;
             crc.update(block);
         }
-        Ok(crc.value())
+        let mut footer = [0u8; TRAILER_CRC_LEN];
+        self.inner.read_exact(&mut footer).await?;
+        Ok(u32::from_le_bytes(footer) == crc.value())
     }
 
-    /// Reads and discards `len` bytes (a trailer nobody wants), keeping the stream in sync.
-    pub async fn discard(&mut self, mut len: usize) -> Result<(), ReadError> {
+    /// Reads and discards a trailer of `len` bytes and its footer (a trailer nobody
+    /// wants), keeping the stream in sync.
+    pub async fn discard_trailer(&mut self, len: usize) -> Result<(), ReadError> {
+        match len {
+            0 => Ok(()),
+            n => self.discard(n + TRAILER_CRC_LEN).await,
+        }
+    }
+
+    /// Reads and discards `len` bytes.
+    async fn discard(&mut self, mut len: usize) -> Result<(), ReadError> {
         let mut scratch = vec![0u8; len.min(64 << 10)];
         while len > 0 {
             let n = len.min(scratch.len());
@@ -210,8 +224,8 @@ impl FrameSender {
             let mut res = w.write_all(&f.head).await;
             let mut n = f.head.len();
             if let (Ok(()), Some(t)) = (&res, &f.trailer) {
-                res = w.write_all(t.bytes()).await;
-                n += t.bytes().len();
+                res = write_trailer(&mut w, t.bytes()).await;
+                n += t.bytes().len() + TRAILER_CRC_LEN;
             }
             (self.inner.on_bytes)(n);
             if res.is_err() {
@@ -234,4 +248,18 @@ impl FrameSender {
             let _ = w.close().await;
         }
     }
+}
+
+/// Writes a non-empty trailer block by block, each block's CRC32C update right before its
+/// write (the write then copies it from cache), then the CRC32C footer.
+async fn write_trailer<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let mut crc = crate::checksum::Crc32c::default();
+    for block in bytes.chunks(CHECK_BLOCK) {
+        crc.update(block);
+        w.write_all(block).await?;
+    }
+    w.write_all(&crc.value().to_le_bytes()).await
 }

@@ -12,12 +12,19 @@
 //!
 //! The trailer carries raw bytes after the payload (object chunks): the receiver reads it
 //! straight into its destination buffer, so it never passes through a protobuf `bytes`.
+//! A non-empty trailer is followed by its CRC32C ([`TRAILER_CRC_LEN`] bytes).
 //! Every length is capped by [`FrameLimits`]; anything malformed is a [`FrameError`].
 
 use thiserror::Error;
 
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 32;
+
+/// Bytes after every non-empty trailer: the trailer's CRC32C, little-endian. The sender
+/// computes it block by block as it writes each block (while the block is in cache), the
+/// receiver as each block lands, so checking a multi-megabyte chunk costs no extra pass
+/// over its memory on either side.
+pub const TRAILER_CRC_LEN: usize = 4;
 /// First four bytes of every frame.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"RYL1");
 /// Protocol version carried in the hello.

@@ -28,9 +28,9 @@ pub type ServiceFn = Rc<dyn Fn(u16, Vec<u8>) -> BoxedLocal<Result<Vec<u8>, Statu
 pub trait TrailerSink {
     /// The destination of the trailer bytes; exactly `trailer_len` long.
     fn buf(&mut self) -> &mut [u8];
-    /// Called once the trailer is in `buf`, with the CRC32C of its bytes (computed as they
-    /// were read); produces the reply.
-    fn finish(self: Box<Self>, crc32c: u32) -> BoxedLocal<Result<Vec<u8>, Status>>;
+    /// Called once the trailer is in `buf`, with whether its CRC32C footer matched the
+    /// bytes (checked as they were read); produces the reply.
+    fn finish(self: Box<Self>, crc_ok: bool) -> BoxedLocal<Result<Vec<u8>, Status>>;
 }
 
 /// Accepts a request that carries a trailer: returns where to put it, or refuses.
@@ -248,19 +248,23 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             match router.trailers.get(&(header.service, header.method)) {
                 Some(accept) => match accept(header, payload).await {
                     Ok(mut sink) => {
-                        let crc = reader.read_into(sink.buf()).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
-                        sink.finish(crc)
+                        let ok =
+                            reader.read_trailer(sink.buf()).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
+                        sink.finish(ok)
                     }
                     Err(status) => {
                         reader
-                            .discard(header.trailer_len as usize)
+                            .discard_trailer(header.trailer_len as usize)
                             .await
                             .map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
                         Box::pin(async move { Err(status) })
                     }
                 },
                 None => {
-                    reader.discard(header.trailer_len as usize).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
+                    reader
+                        .discard_trailer(header.trailer_len as usize)
+                        .await
+                        .map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
                     let name = router.method_name(header.service, header.method);
                     Box::pin(async move { Err(Status::invalid_argument(format!("{name} takes no trailer"))) })
                 }

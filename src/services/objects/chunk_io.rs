@@ -33,10 +33,12 @@ impl Trailer for ArenaChunk {
 }
 
 /// Sends one chunk from this shard; true if the puller accepted it.
-pub async fn send(shard: &Rc<Shard>, mut job: ChunkJob) -> bool {
+pub async fn send(shard: &Rc<Shard>, job: ChunkJob) -> bool {
     let Some(store) = super::local_store(shard) else { return false };
-    let Ok(bytes) = store.arena.bytes(job.offset, job.len) else { return false };
-    job.req.crc32c = crate::checksum::crc32c(bytes);
+    if store.arena.bytes(job.offset, job.len).is_err() {
+        return false;
+    }
+    // The chunk's CRC32C goes in the frame's trailer footer, computed as it is written.
     let trailer = Box::new(ArenaChunk { arena: store.arena.clone(), offset: job.offset, len: job.len });
     let client = shard.clients.get(job.addr);
     let method = object_manager_service::method::PUSH;
@@ -82,7 +84,6 @@ struct Incoming {
     id: ObjectId,
     from: NodeId,
     header: ChunkHeader,
-    crc: u32,
 }
 
 fn parse(req: &PushRequest, len: u64) -> Result<Incoming, Status> {
@@ -95,12 +96,7 @@ fn parse(req: &PushRequest, len: u64) -> Result<Incoming, Status> {
             super::transfer::CHUNK_SIZE
         )));
     }
-    Ok(Incoming {
-        id,
-        from,
-        header: ChunkHeader { index: req.chunk_index, total_size: req.data_size, len },
-        crc: req.crc32c,
-    })
+    Ok(Incoming { id, from, header: ChunkHeader { index: req.chunk_index, total_size: req.data_size, len } })
 }
 
 /// Where an accepted chunk is read into. Dropped unfinished (the connection failed in the
@@ -137,10 +133,9 @@ impl TrailerSink for ChunkSink {
         self.arena.bytes_mut(self.offset, self.inc.header.len).unwrap_or(&mut [])
     }
 
-    fn finish(mut self: Box<Self>, crc32c: u32) -> BoxedLocal<Result<Vec<u8>, Status>> {
+    fn finish(mut self: Box<Self>, crc_ok: bool) -> BoxedLocal<Result<Vec<u8>, Status>> {
         self.finished = true;
         Box::pin(async move {
-            let crc_ok = crc32c == self.inc.crc;
             let r = done(&self.shard, self.inc.id, self.inc.from, self.inc.header.index, crc_ok).await;
             match (r, crc_ok) {
                 (Ok(()), true) => Ok(PushReply {}.encode_to_vec()),
@@ -184,8 +179,8 @@ pub async fn push_empty(shard: &Rc<Shard>, req: PushRequest) -> Result<PushReply
     let inc = parse(&req, 0)?;
     match claim(shard, inc.id, inc.from, inc.header).await {
         Ok(Some(_)) => {
-            let crc_ok = inc.crc == crate::checksum::crc32c(&[]);
-            done(shard, inc.id, inc.from, inc.header.index, crc_ok).await.map_err(Status::failed_precondition)?;
+            // Nothing to check: an empty chunk has no trailer and so no footer.
+            done(shard, inc.id, inc.from, inc.header.index, true).await.map_err(Status::failed_precondition)?;
             Ok(PushReply {})
         }
         Ok(None) => Err(Status::failed_precondition(format!("chunk of {} is not wanted", inc.id))),

@@ -130,7 +130,7 @@ pub enum ObjReq {
 pub struct ChunkJob {
     /// The puller's object manager.
     pub addr: SocketAddr,
-    /// The header (its CRC is filled in by the sender).
+    /// The header (the chunk's CRC32C goes in the frame's trailer footer).
     pub req: PushRequest,
     /// Absolute arena offset of the chunk's bytes.
     pub offset: u64,

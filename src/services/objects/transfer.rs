@@ -460,7 +460,6 @@ async fn send_chunk(shard: &Rc<Shard>, c: &SendChunk, addr: SocketAddr, base: u6
         chunk_index: c.index,
         data_size: c.total_size,
         metadata_size: meta,
-        crc32c: 0,
         chunk_size: CHUNK_SIZE,
     };
     let job = super::msg::ChunkJob { addr, req, offset: base + c.offset, len: c.len };
