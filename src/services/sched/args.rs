@@ -117,6 +117,10 @@ async fn fetch_all(
             return false;
         }
         if !waited.iter().all(|r| matches!(r, Some(OpResult::Waited(_, remaining)) if remaining.is_empty())) {
+            if !waited.iter().all(|r| matches!(r, Some(OpResult::Waited(..)))) {
+                // A shard did not answer (it is stopping): do not spin; the lease waits on.
+                glommio::timer::sleep(std::time::Duration::from_millis(WAIT_MS as u64)).await;
+            }
             continue;
         }
         let gets = groups.iter().map(|(owner, ids)| op_on(shard, *owner, client, StoreOp::Get(ids.clone(), 0)));
