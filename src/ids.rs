@@ -194,15 +194,16 @@ pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
 const RANDOM_POOL: usize = 4096;
 
 thread_local! {
-    /// OS random bytes fetched ahead, and how many are used. A driver makes an id per
-    /// lease and per put; one `getrandom` call per id cost a syscall on every lease.
-    static POOL: std::cell::RefCell<(Box<[u8; RANDOM_POOL]>, usize)> =
-        std::cell::RefCell::new((Box::new([0; RANDOM_POOL]), RANDOM_POOL));
+    /// OS random bytes fetched ahead, how many are used, and the process they were
+    /// fetched in. A driver makes an id per lease and per put; one `getrandom` call per id
+    /// cost a syscall on every lease.
+    static POOL: std::cell::RefCell<(Box<[u8; RANDOM_POOL]>, usize, u32)> =
+        std::cell::RefCell::new((Box::new([0; RANDOM_POOL]), RANDOM_POOL, 0));
 }
 
 /// Fills `buf` from the OS random source, through a per-thread pool of bytes fetched
-/// ahead (each byte is handed out once). Processes are only ever started by fork+exec, so
-/// no two processes share a pool.
+/// ahead (each byte is handed out once). The pool is refilled after a `fork` (a child
+/// that did not exec must not repeat its parent's ids): it remembers its process.
 pub fn os_random(buf: &mut [u8]) {
     // getrandom only fails when the OS has no entropy source at all; the process cannot
     // run meaningfully then.
@@ -210,10 +211,11 @@ pub fn os_random(buf: &mut [u8]) {
     if buf.len() > RANDOM_POOL / 4 {
         return fill(buf);
     }
-    POOL.with_borrow_mut(|(pool, used)| {
-        if *used + buf.len() > RANDOM_POOL {
+    let pid = std::process::id();
+    POOL.with_borrow_mut(|(pool, used, owner)| {
+        if *used + buf.len() > RANDOM_POOL || *owner != pid {
             fill(&mut pool[..]);
-            *used = 0;
+            (*used, *owner) = (0, pid);
         }
         buf.copy_from_slice(&pool[*used..*used + buf.len()]);
         pool[*used..*used + buf.len()].fill(0);

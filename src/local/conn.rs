@@ -268,7 +268,10 @@ async fn read_message<R: AsyncRead + Unpin>(r: &mut ReadAhead<R>, max: u64) -> R
     match r.read_exact_or_eof(&mut h).await {
         Ok(true) => {}
         Ok(false) => return Ok(None),
-        Err(e) => return Err((ErrorKind::LocalIo, format!("EOF in the middle of a frame header: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err((ErrorKind::LocalIo, "EOF in the middle of a frame header".into()))
+        }
+        Err(e) => return Err((ErrorKind::LocalIo, format!("reading a frame header: {e}"))),
     }
     let header = codec::decode_header(&h, max).map_err(|e| (ErrorKind::LocalBadFrame, e.to_string()))?;
     let mut payload = vec![0u8; header.len as usize];

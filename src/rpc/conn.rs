@@ -95,7 +95,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads a whole trailer of `dst.len()` bytes into `dst` (e.g. a mapped object
     /// buffer), then its CRC32C footer; returns whether the footer matches. The CRC is
     /// computed block by block right after each block lands, while it is in cache.
-    pub async fn read_trailer(&mut self, dst: &mut [u8]) -> Result<bool, ReadError> {
+    pub async fn read_trailer(&mut self, header: &FrameHeader, dst: &mut [u8]) -> Result<bool, ReadError> {
+        if dst.len() != header.trailer_len as usize {
+            // The sink cannot take the trailer: the stream would lose its framing.
+            return Err(ReadError::Io(io::Error::other(format!(
+                "trailer destination of {} bytes for a {}-byte trailer",
+                dst.len(),
+                header.trailer_len
+            ))));
+        }
         if dst.is_empty() {
             return Ok(true);
         }

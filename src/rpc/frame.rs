@@ -28,7 +28,7 @@ pub const TRAILER_CRC_LEN: usize = 4;
 /// First four bytes of every frame.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"RYL1");
 /// Protocol version carried in the hello.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// What a frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +225,8 @@ pub struct Frame {
     pub payload: Vec<u8>,
     /// The raw trailer.
     pub trailer: Vec<u8>,
+    /// Whether the trailer's CRC32C footer matched it (true when there is no trailer).
+    pub trailer_crc_ok: bool,
 }
 
 /// Incremental decoder over an arbitrary byte stream (used by the blocking transport and
@@ -266,13 +268,18 @@ impl FrameDecoder {
         };
         let p = header.payload_len as usize;
         let t = header.trailer_len as usize;
-        if self.buf.len() < HEADER_LEN + p + t {
+        let footer = if t > 0 { TRAILER_CRC_LEN } else { 0 };
+        if self.buf.len() < HEADER_LEN + p + t + footer {
             return Ok(None);
         }
         let payload = self.buf[HEADER_LEN..HEADER_LEN + p].to_vec();
         let trailer = self.buf[HEADER_LEN + p..HEADER_LEN + p + t].to_vec();
-        self.buf.drain(..HEADER_LEN + p + t);
-        Ok(Some(Frame { header, payload, trailer }))
+        let trailer_crc_ok = footer == 0 || {
+            let f = &self.buf[HEADER_LEN + p + t..HEADER_LEN + p + t + footer];
+            u32::from_le_bytes([f[0], f[1], f[2], f[3]]) == crate::checksum::crc32c(&trailer)
+        };
+        self.buf.drain(..HEADER_LEN + p + t + footer);
+        Ok(Some(Frame { header, payload, trailer, trailer_crc_ok }))
     }
 }
 
@@ -319,7 +326,11 @@ mod tests {
         let a = encode_frame(FrameHeader::request(1, 2, 3, 0), b"hello", 0);
         let mut b = encode_frame(FrameHeader::request(1, 2, 4, 0), b"xy", 3);
         b.extend_from_slice(b"abc");
-        let all: Vec<u8> = a.iter().chain(b.iter()).copied().collect();
+        b.extend_from_slice(&crate::checksum::crc32c(b"abc").to_le_bytes());
+        let mut c = encode_frame(FrameHeader::request(1, 2, 5, 0), b"", 2);
+        c.extend_from_slice(b"zz");
+        c.extend_from_slice(&[0; TRAILER_CRC_LEN]);
+        let all: Vec<u8> = a.iter().chain(b.iter()).chain(c.iter()).copied().collect();
         let mut d = FrameDecoder::new(FrameLimits::default());
         let mut frames = Vec::new();
         for byte in all {
@@ -328,10 +339,12 @@ mod tests {
                 frames.push(f);
             }
         }
-        assert_eq!(frames.len(), 2);
+        assert_eq!(frames.len(), 3);
         assert_eq!(frames[0].payload, b"hello");
-        assert_eq!(frames[1].trailer, b"abc");
+        assert!(frames[0].trailer_crc_ok, "no trailer, nothing to check");
+        assert_eq!((frames[1].trailer.as_slice(), frames[1].trailer_crc_ok), (b"abc".as_slice(), true));
         assert_eq!(frames[1].header.call_id, 4);
+        assert_eq!((frames[2].trailer.as_slice(), frames[2].trailer_crc_ok), (b"zz".as_slice(), false));
     }
 
     proptest! {

@@ -248,8 +248,10 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
             match router.trailers.get(&(header.service, header.method)) {
                 Some(accept) => match accept(header, payload).await {
                     Ok(mut sink) => {
-                        let ok =
-                            reader.read_trailer(sink.buf()).await.map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
+                        let ok = reader
+                            .read_trailer(&header, sink.buf())
+                            .await
+                            .map_err(|e| (ErrorKind::RpcIo, e.to_string()))?;
                         sink.finish(ok)
                     }
                     Err(status) => {

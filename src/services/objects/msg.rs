@@ -53,6 +53,10 @@ pub enum StoreOp {
     },
     /// Finish a pending wait now with whatever is ready.
     CancelWait(u64),
+    /// Bring these objects here for `client` at task-argument priority: restore spilled
+    /// ones, pull missing ones. The client's pull stays open (replacing its previous one)
+    /// until its `ClientGone`, however long the objects take.
+    Prefetch(Vec<ObjectId>),
 }
 
 /// An object-plane request between shards.

@@ -58,6 +58,8 @@ pub struct ShardStore {
     waits: RefCell<WaitTable>,
     waiters: RefCell<HashMap<RequestId, oneshot::Sender<WaitAction>>>,
     wait_calls: RefCell<HashMap<(ClientId, u64), RequestId>>,
+    /// Each prefetching client's open pull (see `StoreOp::Prefetch`).
+    prefetches: RefCell<HashMap<ClientId, crate::logic::transfer::pull::BundleId>>,
     next_req: Cell<u64>,
     pub(super) memory: Memory,
     pub(super) counters: RefCell<StoreCounters>,
@@ -97,6 +99,7 @@ impl ShardStore {
             waits: RefCell::new(WaitTable::new()),
             waiters: RefCell::new(HashMap::new()),
             wait_calls: RefCell::new(HashMap::new()),
+            prefetches: RefCell::new(HashMap::new()),
             next_req: Cell::new(1),
             counters: RefCell::new(StoreCounters::default()),
             spill: super::spilling::Spiller::new(shard),
@@ -164,6 +167,20 @@ impl ShardStore {
             }
             O::CancelWait(call) => {
                 self.cancel_wait((client, call));
+                OpResult::Done(Ok(()))
+            }
+            O::Prefetch(ids) => {
+                self.restore_spilled(shard, &ids).await;
+                let bundle = super::transfer::request_pulls(shard, &ids, PullPriority::TaskArgs);
+                // The new pull is open before the old one closes: what both want keeps
+                // its partly received buffer.
+                let old = match bundle {
+                    Some(b) => self.prefetches.borrow_mut().insert(client, b),
+                    None => self.prefetches.borrow_mut().remove(&client),
+                };
+                if let Some(old) = old {
+                    super::transfer::cancel_pull(shard, old);
+                }
                 OpResult::Done(Ok(()))
             }
         }
@@ -322,6 +339,10 @@ impl ShardStore {
 
     /// Releases everything `client` held and aborts what it left unsealed.
     pub fn client_gone(&self, shard: &Rc<Shard>, client: ClientId) {
+        let prefetch = self.prefetches.borrow_mut().remove(&client);
+        if let Some(b) = prefetch {
+            super::transfer::cancel_pull(shard, b);
+        }
         self.table.borrow_mut().client_disconnected(client);
         self.drain(shard);
         // Unsealed objects of that client were aborted: forget their primary intent.

@@ -4,9 +4,11 @@
 //! a store client of its own per lease, on each shard that owns an argument, and are
 //! dropped when the lease ends or is cancelled.
 //!
-//! Fetching is a loop per lease: wait (bounded, so a lost cancel cannot leave a wait
-//! behind for long) until every argument is sealed here, then take references with a
-//! zero-timeout get. An argument evicted between the two is waited for again.
+//! Fetching is a loop per lease: a prefetch on each owner shard (restores spilled
+//! arguments, and keeps one pull open until the lease's store client is gone), a wait
+//! (bounded, so a lost cancel cannot leave a wait behind for long) until every argument
+//! is sealed here, then references taken with a zero-timeout get. An argument evicted
+//! between the two is fetched again.
 
 use super::SchedService;
 use crate::ids::{LeaseId, ObjectId, ShardId};
@@ -102,6 +104,19 @@ async fn fetch_all(
     cancelled: &Cell<bool>,
 ) -> bool {
     loop {
+        if cancelled.get() {
+            return false;
+        }
+        // Restore spilled arguments and keep one pull per owner shard open for the whole
+        // fetch (a pull that lived only as long as one bounded wait would throw away a
+        // partly received object each time the wait ended).
+        let prefetch = groups.iter().map(|(owner, ids)| op_on(shard, *owner, client, StoreOp::Prefetch(ids.clone())));
+        let prefetched = join(prefetch.collect()).await;
+        if cancelled.get() {
+            drop_pins(shard, client, groups).await;
+            return false;
+        }
+        let started = Instant::now();
         let waits = groups.iter().map(|(owner, ids)| {
             let op = StoreOp::Wait {
                 ids: ids.clone(),
@@ -114,12 +129,15 @@ async fn fetch_all(
         });
         let waited = join(waits.collect()).await;
         if cancelled.get() {
+            drop_pins(shard, client, groups).await;
             return false;
         }
-        if !waited.iter().all(|r| matches!(r, Some(OpResult::Waited(_, remaining)) if remaining.is_empty())) {
-            if !waited.iter().all(|r| matches!(r, Some(OpResult::Waited(..)))) {
-                // A shard did not answer (it is stopping): do not spin; the lease waits on.
-                glommio::timer::sleep(std::time::Duration::from_millis(WAIT_MS as u64)).await;
+        let all_here = waited.iter().all(|r| matches!(r, Some(OpResult::Waited(_, remaining)) if remaining.is_empty()));
+        if !all_here {
+            // A shard that did not answer (stopping) or a pull that failed at once ends
+            // the wait early: do not spin; the lease waits on.
+            if prefetched.iter().any(Option::is_none) || started.elapsed() < EARLY {
+                glommio::timer::sleep(EARLY).await;
             }
             continue;
         }
@@ -128,16 +146,21 @@ async fn fetch_all(
         let pinned = got.iter().all(|r| matches!(r, Some(OpResult::Got(specs)) if specs.iter().all(|s| s.found)));
         if cancelled.get() || !pinned {
             // Drop whatever this get pinned (the release may have overtaken it), then
-            // stop, or wait again for what was evicted meanwhile.
-            for owner in groups.keys() {
-                let _ = shard.mesh.tell(*owner, Req::Obj(ObjReq::ClientGone(client))).await;
-            }
-            if cancelled.get() {
-                return false;
-            }
+            // stop, or fetch again what was evicted meanwhile.
+            drop_pins(shard, client, groups).await;
             continue;
         }
         return true;
+    }
+}
+
+/// A wait that ends sooner than this with arguments missing is followed by a pause.
+const EARLY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Drops every pin and pull of `client` on the owner shards.
+async fn drop_pins(shard: &Rc<Shard>, client: ClientId, groups: &BTreeMap<ShardId, Vec<ObjectId>>) {
+    for owner in groups.keys() {
+        let _ = shard.mesh.tell(*owner, Req::Obj(ObjReq::ClientGone(client))).await;
     }
 }
 
