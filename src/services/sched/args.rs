@@ -113,7 +113,7 @@ async fn fetch_all(
         let prefetch = groups.iter().map(|(owner, ids)| op_on(shard, *owner, client, StoreOp::Prefetch(ids.clone())));
         let prefetched = join(prefetch.collect()).await;
         if cancelled.get() {
-            drop_pins(shard, client, groups).await;
+            drop_pins(shard, client, groups.keys().copied()).await;
             return false;
         }
         let started = Instant::now();
@@ -129,7 +129,7 @@ async fn fetch_all(
         });
         let waited = join(waits.collect()).await;
         if cancelled.get() {
-            drop_pins(shard, client, groups).await;
+            drop_pins(shard, client, groups.keys().copied()).await;
             return false;
         }
         let all_here = waited.iter().all(|r| matches!(r, Some(OpResult::Waited(_, remaining)) if remaining.is_empty()));
@@ -147,7 +147,7 @@ async fn fetch_all(
         if cancelled.get() || !pinned {
             // Drop whatever this get pinned (the release may have overtaken it), then
             // stop, or fetch again what was evicted meanwhile.
-            drop_pins(shard, client, groups).await;
+            drop_pins(shard, client, groups.keys().copied()).await;
             continue;
         }
         return true;
@@ -158,9 +158,9 @@ async fn fetch_all(
 const EARLY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Drops every pin and pull of `client` on the owner shards.
-async fn drop_pins(shard: &Rc<Shard>, client: ClientId, groups: &BTreeMap<ShardId, Vec<ObjectId>>) {
-    for owner in groups.keys() {
-        let _ = shard.mesh.tell(*owner, Req::Obj(ObjReq::ClientGone(client))).await;
+async fn drop_pins(shard: &Rc<Shard>, client: ClientId, owners: impl IntoIterator<Item = ShardId>) {
+    for owner in owners {
+        let _ = shard.mesh.tell(owner, Req::Obj(ObjReq::ClientGone(client))).await;
     }
 }
 
@@ -188,11 +188,11 @@ fn release(shard: &Rc<Shard>, f: Fetch) {
     f.cancelled.set(true);
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        for owner in f.shards {
+        for owner in &f.shards {
             let cancel = Req::Obj(ObjReq::Op { client: f.client, op: StoreOp::CancelWait(WAIT_CALL) });
-            let _ = shard.mesh.tell(owner, cancel).await;
-            let _ = shard.mesh.tell(owner, Req::Obj(ObjReq::ClientGone(f.client))).await;
+            let _ = shard.mesh.tell(*owner, cancel).await;
         }
+        drop_pins(&shard, f.client, f.shards).await;
     })
     .detach();
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::ids::{JobId, ObjectId};
 use crate::logic::lease::testkit::{lid, nid, rs, wid};
 use crate::logic::resources::{GPU, MEMORY};
 
