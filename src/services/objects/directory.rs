@@ -35,6 +35,10 @@ impl Reporter {
 }
 
 async fn flush(shard: Rc<Shard>) {
+    // Let the tasks this update woke (a get waiting for the seal that reported it, which
+    // may be in another task queue) answer first: the report wakes the GCS, which may
+    // share this CPU and take it.
+    glommio::executor().yield_task_queue_now().await;
     let Some(store) = super::local_store(&shard) else { return };
     loop {
         let batch: Vec<ObjectLocationUpdate> = {
