@@ -4,7 +4,6 @@
 //! - [`frame`]: the pure frame codec (fuzzed by property tests).
 //! - [`conn`]: framed reads and a writer task over glommio streams.
 //! - [`readahead`]: one `recv` per small frame (read-ahead over an eager `recv`).
-//! - [`listen`]: a shard's share of a port (`SO_REUSEPORT`, steered by `SO_INCOMING_CPU`).
 //! - [`server`]: per-shard listener, hello/auth, dispatch.
 //! - [`client`]: async per-peer client with reconnect and retry.
 //! - [`blocking`]: the same protocol for non-executor programs.
@@ -14,7 +13,6 @@ pub mod client;
 pub mod conn;
 pub mod frame;
 pub mod http;
-pub mod listen;
 pub mod readahead;
 pub mod scope;
 pub mod server;

@@ -1,8 +1,8 @@
 //! The TCP RPC server of one shard: accept, hello/auth, framed reads, dispatch to the
 //! registered services, replies through the connection's writer task.
 //!
-//! Every shard binds the same port with `SO_REUSEPORT` ([`super::listen`]) and serves the
-//! connections the kernel hands it. Bad input closes only the offending
+//! Every shard binds the same port with `SO_REUSEPORT` (glommio's `TcpListener::bind` sets
+//! it) and serves the connections the kernel hands it. Bad input closes only the offending
 //! connection, with a logged reason and a counted error.
 
 use super::conn::{split_local, FrameReader, FrameSender, OutFrame, ReadError};

@@ -17,6 +17,7 @@ use crate::store::arena::Arena;
 use futures_channel::{mpsc, oneshot};
 use futures_lite::StreamExt;
 use glommio::channels::channel_mesh::{Full, MeshBuilder};
+use glommio::net::TcpListener;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -114,11 +115,9 @@ impl Shard {
     fn start_listeners(self: &Rc<Self>, info: StartInfo) -> std::io::Result<()> {
         let ip = self.cfg.node_ip;
         // Name the port in the error: "address in use" alone does not say which one.
-        let cpu = crate::rpc::listen::pinned_cpu();
         let bind = |what: &str, port: u16| {
             let addr = SocketAddr::new(ip, port);
-            crate::rpc::listen::bind_shared(addr, cpu)
-                .map_err(|e| std::io::Error::other(format!("{what} port {addr}: {e}")))
+            TcpListener::bind(addr).map_err(|e| std::io::Error::other(format!("{what} port {addr}: {e}")))
         };
         let nm = bind("node manager", info.node_manager_port)?;
         let om = bind("object manager", info.object_manager_port)?;
