@@ -5,7 +5,7 @@ mod common;
 mod sched_support;
 
 use raylet::client::{LeaseError, LeaseOptions, LeaseReply, Task};
-use raylet::ids::LeaseId;
+use raylet::ids::{LeaseId, ObjectId};
 use raylet::rpc::RpcError;
 use raylet::wire::rpc::{
     node_manager_service, GlobalGcReply, GlobalGcRequest, LeaseFailureType, ReturnWorkerReply, ReturnWorkerRequest,
@@ -296,6 +296,59 @@ fn a_lease_waits_for_its_argument_holding_nothing_and_pins_it_while_granted() {
         wait_for("the deferred delete once the lease released its argument", T, || {
             Ok((!store.contains(&object).map_err(|e| e.to_string())?).then_some(()))
         });
+        wait_node_idle(&node, T);
+    });
+}
+
+/// The objects `node` holds, as `raylet memory` sees them (GetNodeStats with memory info).
+fn objects_of(node: &Node) -> Result<Vec<raylet::wire::rpc::ObjectInfo>, String> {
+    use raylet::wire::rpc::GetNodeStatsRequest;
+    let mut c = raylet::rpc::BlockingClient::new(node.node_manager, node.token.clone());
+    let r = node_manager_service::blocking::get_node_stats(
+        &mut c,
+        &GetNodeStatsRequest { include_memory_info: true },
+        raylet::rpc::CallOpts::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(r.objects)
+}
+
+#[test]
+fn a_lease_whose_argument_was_spilled_restores_it_and_pins_it_before_the_grant() {
+    with_timeout(Duration::from_secs(90), || {
+        let node = head(&["--num-cpus", "1", "--object-store-memory", "67108864"]);
+        let mut store = raylet::client::LocalClient::connect_driver(&node.socket).unwrap();
+        // 160 MiB of pinned primaries in a 64 MiB store: the oldest live only on disk.
+        let objects: Vec<(ObjectId, Vec<u8>)> = (0..20u8)
+            .map(|i| {
+                let data = vec![i; 8 << 20];
+                (store.put(&data).unwrap(), data)
+            })
+            .collect();
+        let arg = wait_for("an object only on disk", T, || {
+            let spilled = objects_of(&node)?.into_iter().find(|o| o.state == "SPILLED");
+            Ok(spilled.map(|o| ObjectId::from_bytes(&o.object_id).unwrap()))
+        });
+        let restored = |n: &Node| n.stats().unwrap().store_stats.unwrap().restored_objects_total;
+        let restored_before = restored(&node);
+
+        let opts = LeaseOptions { deps: vec![arg], ..LeaseOptions::cpus(1.0) };
+        let mut d = node.driver();
+        let lease = d.request_lease(&opts).expect("granted once the argument is back in memory");
+        // Checked before any get (a get would restore it too).
+        assert!(restored(&node) > restored_before, "the lease's fetch restored its argument");
+        let state = objects_of(&node).unwrap().into_iter().find(|o| o.object_id == arg.to_vec()).map(|o| o.state);
+        assert!(state.as_deref().is_some_and(|s| s != "SPILLED"), "in memory at grant time: {state:?}");
+        let want = &objects.iter().find(|(id, _)| *id == arg).unwrap().1;
+        let v = store.get(&[arg], Some(T)).unwrap();
+        assert!(v[0].as_ref().is_some_and(|got| got[..] == want[..]), "the restored argument is intact");
+        drop(v);
+        assert_eq!(
+            store.delete(&[arg]).unwrap(),
+            vec![raylet::local::codec::StoreError::ObjectInUse],
+            "the granted lease pins its restored argument"
+        );
+        d.return_worker(&lease).unwrap();
         wait_node_idle(&node, T);
     });
 }
