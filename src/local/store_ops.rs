@@ -129,17 +129,29 @@ impl Conn {
             self.touch(*owner);
         }
         let (shard, client) = (self.shard.clone(), self.client);
-        let calls: Vec<_> = groups
-            .iter()
-            .map(|(owner, part)| {
-                let op = StoreOp::Get(part.iter().map(|(_, id)| *id).collect(), timeout_ms);
-                let (shard, owner) = (shard.clone(), *owner);
-                glommio::spawn_local(async move { run_on(&shard, client, owner, op).await })
-            })
-            .collect();
+        let op = |part: &Vec<(usize, ObjectId)>| StoreOp::Get(part.iter().map(|(_, id)| *id).collect(), timeout_ms);
+        let results = match groups.iter().next() {
+            // One owner (the usual get): no task to spawn and join.
+            Some((owner, part)) if groups.len() == 1 => vec![run_on(&shard, client, *owner, op(part)).await],
+            _ => {
+                // Several owners wait concurrently.
+                let calls: Vec<_> = groups
+                    .iter()
+                    .map(|(owner, part)| {
+                        let (shard, owner, op) = (shard.clone(), *owner, op(part));
+                        glommio::spawn_local(async move { run_on(&shard, client, owner, op).await })
+                    })
+                    .collect();
+                let mut results = Vec::with_capacity(calls.len());
+                for call in calls {
+                    results.push(call.await);
+                }
+                results
+            }
+        };
         let mut out = vec![ObjectSpec::default(); ids.len()];
-        for ((_, part), call) in groups.iter().zip(calls) {
-            let r = call.await?;
+        for ((_, part), r) in groups.iter().zip(results) {
+            let r = r?;
             let OpResult::Got(specs) = r else { return Err((ErrorKind::LocalIo, format!("unexpected {r:?}"))) };
             for ((i, _), s) in part.iter().zip(specs) {
                 out[*i] = s;
