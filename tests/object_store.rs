@@ -120,6 +120,29 @@ fn create_that_cannot_fit_fails_with_store_full() {
 }
 
 #[test]
+fn an_object_of_the_whole_capacity_fits_after_both_shards_held_small_objects() {
+    let node = start(&["--object-store-memory", "67108864"]);
+    let mut c = LocalClient::connect_driver(&node.socket).unwrap();
+    // A small object on each shard: each shard takes a slab of the arena for it, and keeps
+    // it as a spare once the object is gone.
+    let small: Vec<ObjectId> = (0..2)
+        .map(|shard| {
+            let id = std::iter::repeat_with(ObjectId::random)
+                .find(|id| raylet::shard::route::owner_of_object(id, 2).index() == shard)
+                .unwrap();
+            c.put_with_id(id, &[shard as u8; 1000]).unwrap();
+            id
+        })
+        .collect();
+    assert_eq!(c.delete(&small).unwrap(), vec![StoreError::Ok; 2]);
+    // The whole store in one object fits only once the spare slabs go back to the arena.
+    let data = pattern(64 << 20, 3);
+    let id = c.put(&data).unwrap();
+    let v = c.get(&[id], Some(Duration::from_secs(10))).unwrap();
+    assert!(v[0].as_ref().is_some_and(|got| got[..] == data[..]), "the object reads back intact");
+}
+
+#[test]
 fn filling_past_capacity_spills_and_every_pinned_object_stays_readable() {
     let node = start(&["--object-store-memory", "67108864"]);
     let mut c = LocalClient::connect_driver(&node.socket).unwrap();

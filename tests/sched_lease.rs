@@ -339,16 +339,21 @@ fn a_lease_whose_argument_was_spilled_restores_it_and_pins_it_before_the_grant()
         assert!(restored(&node) > restored_before, "the lease's fetch restored its argument");
         let state = objects_of(&node).unwrap().into_iter().find(|o| o.object_id == arg.to_vec()).map(|o| o.state);
         assert!(state.as_deref().is_some_and(|s| s != "SPILLED"), "in memory at grant time: {state:?}");
-        let want = &objects.iter().find(|(id, _)| *id == arg).unwrap().1;
-        let v = store.get(&[arg], Some(T)).unwrap();
-        assert!(v[0].as_ref().is_some_and(|got| got[..] == want[..]), "the restored argument is intact");
-        drop(v);
+        // `put` released the object, so only the lease holds it (a get's reference would be
+        // released asynchronously, hence the delete first; the delete is then deferred).
         assert_eq!(
             store.delete(&[arg]).unwrap(),
             vec![raylet::local::codec::StoreError::ObjectInUse],
             "the granted lease pins its restored argument"
         );
+        let want = &objects.iter().find(|(id, _)| *id == arg).unwrap().1;
+        let v = store.get(&[arg], Some(T)).unwrap();
+        assert!(v[0].as_ref().is_some_and(|got| got[..] == want[..]), "the restored argument is intact");
+        drop(v);
         d.return_worker(&lease).unwrap();
+        wait_for("the deferred delete once the lease released its argument", T, || {
+            Ok((!store.contains(&arg).map_err(|e| e.to_string())?).then_some(()))
+        });
         wait_node_idle(&node, T);
     });
 }

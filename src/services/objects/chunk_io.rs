@@ -137,11 +137,13 @@ impl TrailerSink for ChunkSink {
         self.finished = true;
         Box::pin(async move {
             let r = done(&self.shard, self.inc.id, self.inc.from, self.inc.header.index, crc_ok).await;
-            // A last chunk has the pull driver (queued behind this task) seal the object
-            // and wake the gets waiting for it, in the latency queue: let both run before
-            // this reply wakes the pusher, which may share this CPU.
-            futures_lite::future::yield_now().await;
-            glommio::executor().yield_task_queue_now().await;
+            if owner_of_object(&self.inc.id, self.shard.n) == self.shard.id {
+                // A last chunk has this shard's pull driver (queued behind this task) seal
+                // the object and wake the gets waiting for it, in the latency queue: let
+                // both run before this reply wakes the pusher, which may share this CPU.
+                futures_lite::future::yield_now().await;
+                glommio::executor().yield_task_queue_now().await;
+            }
             match (r, crc_ok) {
                 (Ok(()), true) => Ok(PushReply {}.encode_to_vec()),
                 (Ok(()), false) => Err(Status::invalid_argument(format!(

@@ -3,7 +3,8 @@
 //! a small create never leaves its shard. Any object up to the whole capacity fits.
 //!
 //! Under pressure a create first evicts this shard's least recently used unreferenced
-//! copies, then asks the other shards to evict, then spills pinned primaries everywhere,
+//! copies and gives its empty slabs back to the arena, then asks the other shards to do
+//! the same, then spills pinned primaries everywhere,
 //! and retries every 10 ms until `FULL_TIMEOUT`; only then does it fail with
 //! `ObjectStoreFull`. The requesting shard drives all of it, so shard 0 never awaits a
 //! call while serving one (the DAG rule of `lib.rs`).
@@ -51,11 +52,13 @@ impl Memory {
     /// Allocators for a store of `capacity` bytes.
     pub fn new(shard: &Shard, capacity: u64) -> Self {
         let capacity = capacity / ALIGN * ALIGN;
-        // A slab is 1/64 of the store, 64 KiB to 16 MiB; objects under a quarter slab (up
-        // to 4 MiB in a store of 1 GiB or more) are placed without leaving the shard. A
-        // larger object costs a round trip to shard 0 (measured at 100-150 us between the
-        // vCPUs of a small VM, more than copying 1 MiB).
-        let slab_size = (capacity / 64).clamp(64 << 10, 16 << 20) / ALIGN * ALIGN;
+        // A slab is 1/64 of the store (1/8 of a shard's share if smaller), 64 KiB to 16 MiB;
+        // objects under a quarter slab (up to 4 MiB in a store of 1 GiB or more on two
+        // shards) are placed without leaving the shard. A larger object costs a round trip
+        // to shard 0 (measured at 100-150 us between the vCPUs of a small VM, more than
+        // copying 1 MiB). Empty slabs go back under pressure (`release_empty_slabs`).
+        let per_shard = capacity / (8 * shard.n.max(1) as u64);
+        let slab_size = (capacity / 64).min(per_shard).clamp(64 << 10, 16 << 20) / ALIGN * ALIGN;
         let global = (shard.id == ShardId::NODE)
             .then(|| RefCell::new(OffsetAllocator::new(0, capacity, ALIGN).expect("arena capacity is aligned")));
         Self {
@@ -133,7 +136,12 @@ impl Memory {
         if let Some(a) = self.slab.borrow_mut().alloc(size) {
             return Some(Placement { offset: a.offset, alloc_len: a.len });
         }
-        let (base, len) = self.global_alloc(shard, self.slab_size).await?;
+        let Some((base, len)) = self.global_alloc(shard, self.slab_size).await else {
+            // No room for a whole slab: place this object on its own.
+            let (offset, alloc_len) = self.global_alloc(shard, size.max(1)).await?;
+            self.large.borrow_mut().insert(offset, alloc_len);
+            return Some(Placement { offset, alloc_len });
+        };
         let mut slab = self.slab.borrow_mut();
         if slab.add_range(base, len).is_err() {
             drop(slab);
@@ -143,6 +151,51 @@ impl Memory {
         self.slabs.borrow_mut().push((base, len));
         let a = slab.alloc(size)?;
         Some(Placement { offset: a.offset, alloc_len: a.len })
+    }
+
+    /// Takes every empty slab, the kept spare too, out of this shard's allocator; returns
+    /// their arena offsets and total size. Under memory pressure the arena needs them: a
+    /// spare slab can split the only hole big enough for a large object.
+    fn take_empty_slabs(&self) -> (Vec<u64>, u64) {
+        let mut slabs = self.slabs.borrow_mut();
+        let mut slab = self.slab.borrow_mut();
+        let (mut bases, mut bytes) = (Vec::new(), 0);
+        let mut i = 0;
+        while i < slabs.len() {
+            let (base, len) = slabs[i];
+            if slab.largest_free() >= len && slab.remove_range_if_free(base, len) {
+                slabs.swap_remove(i);
+                bases.push(base);
+                bytes += len;
+                continue;
+            }
+            i += 1;
+        }
+        (bases, bytes)
+    }
+
+    /// Gives every empty slab back to the arena (another shard asked for room); returns
+    /// the bytes given back.
+    pub fn release_empty_slabs(&self, shard: &Rc<Shard>) -> u64 {
+        let (bases, bytes) = self.take_empty_slabs();
+        for base in bases {
+            self.global_free(shard, base);
+        }
+        bytes
+    }
+
+    /// As [`Self::release_empty_slabs`], but done once the arena has them back, so a retry
+    /// right after sees the room.
+    async fn release_empty_slabs_now(&self, shard: &Rc<Shard>) -> u64 {
+        let (bases, bytes) = self.take_empty_slabs();
+        for base in bases {
+            if self.me == ShardId::NODE {
+                self.global_free_local(base);
+            } else {
+                let _ = shard.mesh.tell(ShardId::NODE, Req::Obj(ObjReq::FreeRange(base))).await;
+            }
+        }
+        bytes
     }
 
     /// Gives memory back; whole empty slabs beyond one spare return to the arena.
@@ -188,7 +241,7 @@ impl Memory {
             if let Some(p) = self.try_alloc(shard, size).await {
                 return Ok(p);
             }
-            if store.evict(shard, size) > 0 {
+            if store.evict(shard, size) + self.release_empty_slabs_now(shard).await > 0 {
                 continue;
             }
             if self.evict_others(shard, size).await > 0 {
