@@ -177,6 +177,47 @@ fn a_client_that_dies_holding_references_gives_the_memory_back() {
     d.seal(w).unwrap();
 }
 
+/// A fresh id owned by `shard` (of 2).
+fn id_on(shard: usize) -> ObjectId {
+    std::iter::repeat_with(ObjectId::random)
+        .find(|id| raylet::shard::route::owner_of_object(id, 2).index() == shard)
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_goes_while_blocked_in_a_get_gives_everything_back_at_once() {
+    use raylet::local::codec::LocalMessage;
+    let node = start(&[]);
+    let mut d = LocalClient::connect_driver(&node.socket).unwrap();
+    let held = [id_on(0), id_on(1)];
+    for id in held {
+        d.put_with_id(id, &[5; 1000]).unwrap();
+    }
+    // Client c takes a reference to each, then blocks in a get that never ends by itself
+    // (objects nobody has, on both shards, no timeout).
+    let mut c = LocalClient::connect_driver(&node.socket).unwrap();
+    c.send(&LocalMessage::Get { ids: held.to_vec(), timeout_ms: 0 }).unwrap();
+    match c.recv().unwrap() {
+        LocalMessage::GetReply { objects, .. } => assert!(objects.iter().all(|o| o.found), "{objects:?}"),
+        other => panic!("expected a GetReply, got {other:?}"),
+    }
+    let absent = [id_on(0), id_on(1)];
+    c.send(&LocalMessage::Get { ids: absent.to_vec(), timeout_ms: -1 }).unwrap();
+    assert_eq!(d.delete(&held).unwrap(), vec![StoreError::ObjectInUse; 2], "c holds them");
+    drop(c);
+    // Its references go back though its get never returned: the deferred deletes happen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while held.iter().any(|id| d.contains(id).unwrap()) {
+        assert!(std::time::Instant::now() < deadline, "a gone client still holds its objects");
+        std::thread::yield_now();
+    }
+    // And the get it left behind pins nothing for it when its objects appear.
+    for id in absent {
+        d.put_with_id(id, &[6; 1000]).unwrap();
+    }
+    assert_eq!(d.delete(&absent).unwrap(), vec![StoreError::Ok; 2], "nothing pinned for a gone client");
+}
+
 #[test]
 fn wait_returns_when_enough_objects_are_ready() {
     let node = start(&[]);

@@ -117,7 +117,25 @@ impl Conn {
         loop {
             let Some(msg) = read_message(&mut r, max).await? else { return Ok(()) };
             self.shard.metrics.shard(me).local_frames_in.fetch_add(1, Relaxed);
-            if !self.handle(msg, &mut tx).await? {
+            // A get or wait may block for long (forever with timeout -1): watch the socket
+            // meanwhile, so a client that goes away releases what it holds at once instead
+            // of when the operation ends. Other messages run to completion.
+            let blocking = matches!(
+                &msg,
+                LocalMessage::Get { timeout_ms, .. } | LocalMessage::Wait { timeout_ms, .. } if *timeout_ms != 0
+            );
+            let handled = if blocking {
+                let handle = async { Some(self.handle(msg, &mut tx).await) };
+                futures_lite::future::or(handle, async {
+                    r.closed().await;
+                    None
+                })
+                .await
+            } else {
+                Some(self.handle(msg, &mut tx).await)
+            };
+            // Ended gracefully, or the peer left in the middle of a get or wait.
+            if !handled.transpose()?.unwrap_or(false) {
                 return Ok(());
             }
         }

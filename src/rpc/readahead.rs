@@ -94,6 +94,26 @@ impl<R: AsyncRead + Unpin> ReadAhead<R> {
         }
     }
 
+    /// Resolves once the peer has closed (or the stream failed), reading whatever the peer
+    /// sends meanwhile into the buffer for the reads after it. Pends for good once the
+    /// buffer is full. Cancel-safe: bytes are kept in the poll that reads them.
+    pub async fn closed(&mut self) {
+        loop {
+            if self.end == self.buf.len() && self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                return std::future::pending().await;
+            }
+            match self.inner.read(&mut self.buf[self.end..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => self.end += n,
+            }
+        }
+    }
+
     fn take_buffered(&mut self, dst: &mut [u8]) -> usize {
         let n = (self.end - self.start).min(dst.len());
         dst[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
@@ -132,6 +152,16 @@ mod tests {
             }
             assert_eq!(out, data[..out.len()]);
         }
+    }
+
+    #[test]
+    fn watching_for_the_end_keeps_what_the_peer_sent_meanwhile() {
+        let mut r = ReadAhead::new(Chunks(vec![1, 2, 3, 4, 5], vec![2, 3]));
+        futures_lite::future::block_on(r.closed());
+        let mut b = [0; 5];
+        assert!(futures_lite::future::block_on(r.read_exact_or_eof(&mut b)).unwrap());
+        assert_eq!(b, [1, 2, 3, 4, 5]);
+        assert!(!futures_lite::future::block_on(r.read_exact_or_eof(&mut b)).unwrap());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`om_rpc`]: ObjectManagerService (Pull, FreeObjects, empty Push).
 //! - [`chunk_io`]: the chunk data path (send from and receive into the arena).
 //! - [`stats`]: store statistics.
+//! - [`pending`]: each client's gets and waits in progress, ended when it goes.
 
 pub mod chunk_io;
 pub mod directory;
@@ -18,6 +19,7 @@ pub mod handle;
 pub mod memory;
 pub mod msg;
 pub mod om_rpc;
+pub mod pending;
 pub mod rpc;
 pub mod spilling;
 pub mod stats;

@@ -68,6 +68,8 @@ pub struct ShardStore {
     pub(super) transfer: super::transfer::Transfer,
     /// Objects created as primary copies, pinned when sealed.
     primary_on_seal: RefCell<std::collections::HashSet<ObjectId>>,
+    /// Gets and waits in progress by client, and the clients gone lately.
+    pending: RefCell<super::pending::Pending>,
 }
 
 impl std::fmt::Debug for ShardStore {
@@ -106,6 +108,7 @@ impl ShardStore {
             reporter: super::directory::Reporter::default(),
             transfer: super::transfer::Transfer::new(shard),
             primary_on_seal: RefCell::new(std::collections::HashSet::new()),
+            pending: RefCell::new(super::pending::Pending::default()),
         })
     }
 
@@ -343,6 +346,17 @@ impl ShardStore {
         if let Some(b) = prefetch {
             super::transfer::cancel_pull(shard, b);
         }
+        // Its gets and waits end now (a dropped waiter wakes its operation, which then
+        // pins nothing for a gone client), and their pulls with them.
+        let ended = self.pending.borrow_mut().client_gone(client);
+        for (req, bundle) in ended {
+            self.waits.borrow_mut().cancel(req);
+            self.waiters.borrow_mut().remove(&req);
+            if let Some(b) = bundle {
+                super::transfer::cancel_pull(shard, b);
+            }
+        }
+        self.wait_calls.borrow_mut().retain(|(c, _), _| *c != client);
         self.table.borrow_mut().client_disconnected(client);
         self.drain(shard);
         // Unsealed objects of that client were aborted: forget their primary intent.
@@ -355,8 +369,8 @@ impl ShardStore {
     pub async fn get(&self, shard: &Rc<Shard>, client: ClientId, ids: &[ObjectId], timeout_ms: i64) -> Vec<ObjectSpec> {
         self.restore_spilled(shard, ids).await;
         let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
-        if !missing.is_empty() && timeout_ms != 0 {
-            let bundle = super::transfer::request_pulls(shard, &missing, PullPriority::Get);
+        if !missing.is_empty() && timeout_ms != 0 && !self.pending.borrow().is_gone(client) {
+            let mut bundle = super::transfer::request_pulls(shard, &missing, PullPriority::Get);
             let req = self.new_req();
             let rx = {
                 let t = self.table.borrow();
@@ -369,11 +383,17 @@ impl ShardStore {
                 }
             };
             if let Some(rx) = rx {
+                self.pending.borrow_mut().track(client, req, bundle.take());
                 let _ = self.await_wait(req, rx, timeout_ms).await;
+                bundle = self.pending.borrow_mut().untrack(client, req).flatten();
             }
             if let Some(b) = bundle {
                 super::transfer::cancel_pull(shard, b);
             }
+        }
+        if self.pending.borrow().is_gone(client) {
+            // The client went while this get waited (or before it started): pin nothing.
+            return ids.iter().map(|id| ObjectSpec { id: *id, ..Default::default() }).collect();
         }
         let mut out = Vec::with_capacity(ids.len());
         let mut t = self.table.borrow_mut();
@@ -454,8 +474,10 @@ impl ShardStore {
     ) -> (Vec<ObjectId>, Vec<ObjectId>) {
         let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
         let ready_now = ids.len() - missing.len();
-        if ready_now < n.min(ids.len()) && timeout_ms != 0 {
-            let bundle = super::transfer::request_pulls(shard, &missing, priority);
+        let client = call.map(|(c, _)| c);
+        let gone = client.is_some_and(|c| self.pending.borrow().is_gone(c));
+        if ready_now < n.min(ids.len()) && timeout_ms != 0 && !gone {
+            let mut bundle = super::transfer::request_pulls(shard, &missing, priority);
             let req = self.new_req();
             let registered = {
                 let t = self.table.borrow();
@@ -465,10 +487,12 @@ impl ShardStore {
                 if let Some(rx) = self.waited(req) {
                     if let Some(c) = call {
                         self.wait_calls.borrow_mut().insert(c, req);
+                        self.pending.borrow_mut().track(c.0, req, bundle.take());
                     }
                     self.await_wait(req, rx, timeout_ms).await;
                     if let Some(c) = call {
                         self.wait_calls.borrow_mut().remove(&c);
+                        bundle = bundle.or(self.pending.borrow_mut().untrack(c.0, req).flatten());
                     }
                 }
             }
