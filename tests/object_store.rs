@@ -219,6 +219,36 @@ fn a_client_that_goes_while_blocked_in_a_get_gives_everything_back_at_once() {
 }
 
 #[test]
+fn a_client_that_goes_while_its_get_restores_spilled_objects_leaves_them_readable() {
+    use raylet::local::codec::LocalMessage;
+    let node = start(&["--object-store-memory", "67108864"]);
+    let mut d = LocalClient::connect_driver(&node.socket).unwrap();
+    // 160 MiB of pinned primaries in a 64 MiB store: most are on disk.
+    let objects: Vec<(ObjectId, Vec<u8>)> = (0..20u8)
+        .map(|i| {
+            let data = pattern(8 << 20, i);
+            (d.put(&data).unwrap(), data)
+        })
+        .collect();
+    // Clients ask for the objects one shard owns and go meanwhile. Main connections go to
+    // the shards in turn, so for each shard one of two consecutive clients is served by
+    // that shard itself: its get starts restoring at once on the connection's own task.
+    let shard_of = |id: &ObjectId| raylet::shard::route::owner_of_object(id, 2).index();
+    for shard in [0, 0, 1, 1] {
+        let ids: Vec<ObjectId> = objects.iter().map(|(id, _)| *id).filter(|id| shard_of(id) == shard).collect();
+        let mut c = LocalClient::connect_driver(&node.socket).unwrap();
+        c.send(&LocalMessage::Get { ids, timeout_ms: -1 }).unwrap();
+        drop(c);
+    }
+    // No restore is left half done: every object still reads back.
+    for (id, data) in &objects {
+        let v = d.get(&[*id], Some(Duration::from_secs(20))).unwrap();
+        let got = v[0].as_ref().unwrap_or_else(|| panic!("object {id} cannot be read after the client went"));
+        assert!(got[..] == data[..], "object {id} corrupted");
+    }
+}
+
+#[test]
 fn wait_returns_when_enough_objects_are_ready() {
     let node = start(&[]);
     let mut c = LocalClient::connect_driver(&node.socket).unwrap();

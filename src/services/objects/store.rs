@@ -532,10 +532,21 @@ impl ShardStore {
             let t = self.table.borrow();
             ids.iter().filter(|id| t.entry(id).is_some_and(|e| e.state == ObjectState::SpilledOut)).copied().collect()
         };
-        for id in spilled {
-            if let Err(e) = super::spilling::restore(shard, self, id).await {
-                tracing::warn!(%id, "restore failed: {e}");
-            }
+        if spilled.is_empty() {
+            return;
         }
+        let Some(store) = super::local_store(shard) else { return };
+        // In a task of its own: the get that wants the objects may be dropped (its client
+        // went), and a restore stopped halfway would leave an object restoring forever and
+        // its memory taken.
+        let s = shard.clone();
+        let restore = glommio::spawn_local(async move {
+            for id in spilled {
+                if let Err(e) = super::spilling::restore(&s, &store, id).await {
+                    tracing::warn!(%id, "restore failed: {e}");
+                }
+            }
+        });
+        restore.detach().await;
     }
 }

@@ -143,11 +143,24 @@ async fn fetch_all(
         }
         let gets = groups.iter().map(|(owner, ids)| op_on(shard, *owner, client, StoreOp::Get(ids.clone(), 0)));
         let got = join(gets.collect()).await;
-        let pinned = got.iter().all(|r| matches!(r, Some(OpResult::Got(specs)) if specs.iter().all(|s| s.found)));
-        if cancelled.get() || !pinned {
-            // Drop whatever this get pinned (the release may have overtaken it), then
-            // stop, or fetch again what was evicted meanwhile.
+        if cancelled.get() {
+            // Drop whatever this get pinned (the release may have overtaken it).
             drop_pins(shard, client, groups.keys().copied()).await;
+            return false;
+        }
+        let pinned = got.iter().all(|r| matches!(r, Some(OpResult::Got(specs)) if specs.iter().all(|s| s.found)));
+        if !pinned {
+            // Something was evicted meanwhile: release what this get pinned (all of a group
+            // whose shard did not answer) and fetch again, as the same client (a
+            // ClientGone would end the client for good).
+            let releases = groups.iter().zip(&got).map(|((owner, ids), r)| {
+                let ids = match r {
+                    Some(OpResult::Got(specs)) => specs.iter().filter(|s| s.found).map(|s| s.id).collect(),
+                    _ => ids.clone(),
+                };
+                op_on(shard, *owner, client, StoreOp::Release(ids))
+            });
+            join(releases.collect()).await;
             continue;
         }
         return true;
