@@ -20,7 +20,9 @@ pub async fn handle(shard: Rc<Shard>, req: ObjReq) -> Option<Rep> {
             store.memory.global_free_local(offset);
             return None;
         }
-        ObjReq::Evict(bytes) => ObjRep::Freed(store.evict(&shard, bytes) + store.memory.release_empty_slabs(&shard)),
+        ObjReq::Evict(bytes) => {
+            ObjRep::Freed(store.evict(&shard, bytes) + store.memory.release_empty_slabs(&shard).await)
+        }
         ObjReq::Spill(bytes) => ObjRep::Freed(super::spilling::spill(&shard, &store, bytes).await),
         ObjReq::SendChunk(job) => ObjRep::Sent(super::chunk_io::send(&shard, *job).await),
         ObjReq::ChunkClaim { id, from, header } => {

@@ -153,41 +153,27 @@ impl Memory {
         Some(Placement { offset: a.offset, alloc_len: a.len })
     }
 
-    /// Takes every empty slab, the kept spare too, out of this shard's allocator; returns
-    /// their arena offsets and total size. Under memory pressure the arena needs them: a
-    /// spare slab can split the only hole big enough for a large object.
-    fn take_empty_slabs(&self) -> (Vec<u64>, u64) {
-        let mut slabs = self.slabs.borrow_mut();
-        let mut slab = self.slab.borrow_mut();
+    /// Gives every empty slab, the kept spare too, back to the arena; returns the bytes
+    /// given back. Under memory pressure the arena needs them: a spare slab can split the
+    /// only hole big enough for a large object. Done once the arena has them (the tells to
+    /// shard 0 are queued before any later allocation request), so a retry sees the room.
+    pub async fn release_empty_slabs(&self, shard: &Rc<Shard>) -> u64 {
         let (mut bases, mut bytes) = (Vec::new(), 0);
-        let mut i = 0;
-        while i < slabs.len() {
-            let (base, len) = slabs[i];
-            if slab.largest_free() >= len && slab.remove_range_if_free(base, len) {
-                slabs.swap_remove(i);
-                bases.push(base);
-                bytes += len;
-                continue;
+        {
+            let mut slabs = self.slabs.borrow_mut();
+            let mut slab = self.slab.borrow_mut();
+            let mut i = 0;
+            while i < slabs.len() {
+                let (base, len) = slabs[i];
+                if slab.largest_free() >= len && slab.remove_range_if_free(base, len) {
+                    slabs.swap_remove(i);
+                    bases.push(base);
+                    bytes += len;
+                    continue;
+                }
+                i += 1;
             }
-            i += 1;
         }
-        (bases, bytes)
-    }
-
-    /// Gives every empty slab back to the arena (another shard asked for room); returns
-    /// the bytes given back.
-    pub fn release_empty_slabs(&self, shard: &Rc<Shard>) -> u64 {
-        let (bases, bytes) = self.take_empty_slabs();
-        for base in bases {
-            self.global_free(shard, base);
-        }
-        bytes
-    }
-
-    /// As [`Self::release_empty_slabs`], but done once the arena has them back, so a retry
-    /// right after sees the room.
-    async fn release_empty_slabs_now(&self, shard: &Rc<Shard>) -> u64 {
-        let (bases, bytes) = self.take_empty_slabs();
         for base in bases {
             if self.me == ShardId::NODE {
                 self.global_free_local(base);
@@ -241,7 +227,7 @@ impl Memory {
             if let Some(p) = self.try_alloc(shard, size).await {
                 return Ok(p);
             }
-            if store.evict(shard, size) + self.release_empty_slabs_now(shard).await > 0 {
+            if store.evict(shard, size) + self.release_empty_slabs(shard).await > 0 {
                 continue;
             }
             if self.evict_others(shard, size).await > 0 {
