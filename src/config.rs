@@ -10,6 +10,12 @@ use std::time::Duration;
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
+/// Ray's system-config key for the size of the chunks objects move between nodes in.
+pub const CHUNK_SIZE_KEY: &str = "object_manager_default_chunk_size";
+pub use crate::logic::transfer::chunks::DEFAULT_CHUNK_SIZE;
+/// The smallest chunk size accepted: smaller ones only multiply per-chunk work.
+pub const MIN_CHUNK_SIZE: u64 = 4 << 10;
+
 /// Everything one raylet process needs to run.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -193,7 +199,24 @@ impl NodeConfig {
         if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.system_config).is_err() {
             return err("--system-config must be a JSON object");
         }
+        self.chunk_size_of(&self.system_config)?;
         Ok(())
+    }
+
+    /// The transfer chunk size set by `system_config` (the head's, which every node learns
+    /// when it registers, so pushers and pullers lay chunks out alike), else Ray's 5 MiB.
+    /// A chunk travels as one frame trailer, so it cannot exceed this node's frame cap.
+    pub fn chunk_size_of(&self, system_config: &str) -> Result<u64, ConfigError> {
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(system_config)
+            .map_err(|e| ConfigError(format!("the system config is not a JSON object: {e}")))?;
+        let Some(v) = map.get(CHUNK_SIZE_KEY) else { return Ok(DEFAULT_CHUNK_SIZE) };
+        let max = u64::from(self.max_rpc_frame);
+        match v.as_u64() {
+            Some(n) if (MIN_CHUNK_SIZE..=max).contains(&n) => Ok(n),
+            _ => Err(ConfigError(format!(
+                "{CHUNK_SIZE_KEY} must be a whole number of bytes from {MIN_CHUNK_SIZE} to {max}, not {v}"
+            ))),
+        }
     }
 
     /// The local-protocol socket path.

@@ -58,6 +58,11 @@ fn an_invalid_configuration_is_refused_before_starting() {
         expect_failure(&dir, &opts, &["heartbeat"]);
         let opts = NodeOpts::head().args(["--system-config", "[1,2]"]);
         expect_failure(&dir, &opts, &["--system-config"]);
+        for bad in ["100", "0", "\"5MiB\"", "1073741824"] {
+            let cfg = format!("{{\"object_manager_default_chunk_size\": {bad}}}");
+            let opts = NodeOpts::head().args(["--system-config", cfg.as_str()]);
+            expect_failure(&dir, &opts, &["object_manager_default_chunk_size", "whole number of bytes"]);
+        }
         let opts = NodeOpts::head().args(["--resources", r#"{"CPU": 3}"#]);
         expect_failure(&dir, &opts, &["--resources"]);
     });

@@ -1,6 +1,7 @@
 //! Transfer under bad input and failure: chunks with a wrong checksum, size, index or
 //! chunk size, for objects nobody pulls; a push connection cut in the middle of a chunk;
-//! the source node killed mid-pull, with and without a second copy elsewhere.
+//! the source node killed mid-pull, with and without a second copy elsewhere. Also the
+//! cluster-wide chunk size from the head's system config.
 //!
 //! A `FakePeer` registers itself in the GCS as a node with its own object-manager port,
 //! claims copies in the object directory, records the Pull requests it receives, and pushes
@@ -146,14 +147,19 @@ struct Chunk<'a> {
 
 impl<'a> Chunk<'a> {
     fn of(id: ObjectId, from: NodeId, data: &'a [u8], index: usize) -> Self {
-        let bytes = &data[index * CHUNK..((index + 1) * CHUNK).min(data.len())];
+        Self::sized(id, from, data, index, CHUNK)
+    }
+
+    /// Chunk `index` of `data` laid out in chunks of `size` bytes.
+    fn sized(id: ObjectId, from: NodeId, data: &'a [u8], index: usize, size: usize) -> Self {
+        let bytes = &data[index * size..((index + 1) * size).min(data.len())];
         Self {
             id,
             from,
             index: index as u32,
             total: data.len() as u64,
             crc: raylet::checksum::crc32c(bytes),
-            chunk_size: CHUNK as u64,
+            chunk_size: size as u64,
             bytes,
         }
     }
@@ -292,6 +298,45 @@ fn a_push_cut_mid_chunk_is_retried_and_completes() {
         let got = getter.join().unwrap().expect("the pull completes after the retry");
         assert!(got == data);
         head.assert_no_panic();
+    });
+}
+
+#[test]
+fn the_chunk_size_of_the_heads_system_config_lays_out_every_transfer_in_the_cluster() {
+    with_timeout(Duration::from_secs(90), || {
+        const SMALL: usize = 64 << 10;
+        let dir = TestDir::new();
+        let cfg = format!("{{\"object_manager_default_chunk_size\": {SMALL}}}");
+        let head = dir.start(&NodeOpts::head().args(["--system-config", cfg.as_str()]));
+        let token = head.ready.token();
+        // The head lays a pulled object out in 64 KiB chunks: 5 MiB ones are refused, and
+        // the 64 KiB ones complete it.
+        let mut fake = FakePeer::register(head.ready.gcs_address, &token);
+        let data = pattern(3 * SMALL + 777, 6);
+        let id = ObjectId::random();
+        fake.claim(id, data.len() as u64);
+        let getter = get_in_thread(&head, id, Duration::from_secs(60));
+        assert_eq!(fake.next_pull(), id);
+        let mut om = BlockingClient::new(head.ready.object_manager_address, token);
+        refused(Chunk::of(id, fake.node_id, &data, 0).push(&mut om), "a chunk of the default size");
+        for i in 0..4 {
+            Chunk::sized(id, fake.node_id, &data, i, SMALL).push(&mut om).unwrap_or_else(|e| panic!("chunk {i}: {e}"));
+        }
+        let got = getter.join().unwrap().expect("the pull completes");
+        assert!(got == data, "received bytes differ from what was pushed");
+        // A node that joins takes the head's size, without being told on its command line:
+        // its pushes to the head (and the head's to it) agree with the head's layout.
+        let b = dir.start(&NodeOpts::join(head.ready.gcs_address));
+        let data = pattern(20 * SMALL + 5, 7);
+        let id = LocalClient::connect_driver(&b.ready.socket).unwrap().put(&data).unwrap();
+        let got = get_in_thread(&head, id, Duration::from_secs(30)).join().unwrap();
+        assert!(got.expect("the head pulls the object from the node that joined") == data);
+        let data = pattern(9 * SMALL + 3, 8);
+        let id = LocalClient::connect_driver(&head.ready.socket).unwrap().put(&data).unwrap();
+        let got = get_in_thread(&b, id, Duration::from_secs(30)).join().unwrap();
+        assert!(got.expect("the node that joined pulls the object from the head") == data);
+        head.assert_no_panic();
+        b.assert_no_panic();
     });
 }
 

@@ -117,8 +117,10 @@ impl NodeServices {
             num_shards: shard.n as u32,
         };
         let system_config = session.register(info).await?;
+        let chunk_size = cfg.chunk_size_of(&system_config).map_err(|e| format!("the cluster's {e}"))?;
         *self.session.borrow_mut() = Some(session);
-        for r in shard.mesh.call_all(|_| Req::Config(system_config.clone(), gcs_addr)).await {
+        let config = |_| Req::Config { json: system_config.clone(), gcs: gcs_addr, chunk_size };
+        for r in shard.mesh.call_all(config).await {
             r.map_err(|e| e.to_string())?;
         }
         Ok(())

@@ -20,9 +20,13 @@ pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
         }
         Req::PeerAddrs => Some(Rep::PeerAddrs(shard.node().map(|n| n.peer_node_managers(&shard)).unwrap_or_default())),
         Req::IsClient(id) => Some(Rep::IsClient(shard.node().is_some_and(|n| n.clients.is_registered(&id)))),
-        Req::Config(json, gcs) => {
+        Req::Config { json, gcs, chunk_size } => {
             *shard.system_config.borrow_mut() = json;
             shard.gcs_address.set(Some(gcs));
+            // The size was checked when the node registered; a refusal here is a bug.
+            if let Err(e) = crate::services::objects::set_chunk_size(&shard, chunk_size) {
+                tracing::error!("cannot take the cluster's chunk size {chunk_size}: {e}");
+            }
             Some(Rep::Ack)
         }
         Req::Stats => Some(crate::services::node_stats::shard_stats(&shard)),

@@ -58,8 +58,16 @@ pub enum Req {
         /// Graceful or not, and why.
         detail: String,
     },
-    /// Shard 0 → all: the system config JSON from the GCS, and the GCS address.
-    Config(String, std::net::SocketAddr),
+    /// Shard 0 → all: the system config JSON from the GCS, the GCS address, and the
+    /// transfer chunk size that config sets.
+    Config {
+        /// The cluster's system config (JSON object).
+        json: String,
+        /// The GCS.
+        gcs: std::net::SocketAddr,
+        /// Bytes per transfer chunk.
+        chunk_size: u64,
+    },
     /// Gather this shard's statistics.
     Stats,
     /// Any shard → shard 0: produce the node's GetNodeStats reply.

@@ -367,6 +367,16 @@ impl PullQueue {
         })
     }
 
+    /// Lays out objects whose pull starts from now on in chunks of `chunk_size` bytes (the
+    /// cluster's configured size, learnt when the node registers).
+    pub fn set_chunk_size(&mut self, chunk_size: u64) -> Result<(), PullError> {
+        if chunk_size == 0 {
+            return Err(PullError::InvalidConfig("chunk_size must be positive"));
+        }
+        self.config.chunk_size = chunk_size;
+        Ok(())
+    }
+
     /// A new bundle wants `ids` (duplicates within the bundle are ignored). Objects already
     /// wanted by other bundles are shared, so they are fetched once.
     pub fn handle_pull(

@@ -90,6 +90,8 @@ pub struct SendChunk {
     pub len: u64,
     /// Object size (goes in the header).
     pub total_size: u64,
+    /// The chunk size the object is laid out with (goes in the header).
+    pub chunk_size: u64,
 }
 
 /// Why a push or a waiting request ended without completing.
@@ -211,6 +213,16 @@ impl PushQueue {
             dead_nodes: HashSet::new(),
             actions: VecDeque::new(),
         })
+    }
+
+    /// Lays out objects pushed from now on in chunks of `chunk_size` bytes (the cluster's
+    /// configured size, learnt when the node registers); pushes already started keep theirs.
+    pub fn set_chunk_size(&mut self, chunk_size: u64) -> Result<(), PushError> {
+        if chunk_size == 0 {
+            return Err(PushError::InvalidConfig("chunk_size must be positive"));
+        }
+        self.config.chunk_size = chunk_size;
+        Ok(())
     }
 
     /// `to` asked for `id`, which is local with `total_size` bytes (data + metadata).
@@ -381,8 +393,8 @@ impl PushQueue {
                 self.ready.push_back(key);
             }
             let (to, id) = key;
-            let total_size = push.layout.total_size();
-            return Some(SendChunk { to, id, index, offset, len, total_size });
+            let (total_size, chunk_size) = (push.layout.total_size(), push.layout.chunk_size());
+            return Some(SendChunk { to, id, index, offset, len, total_size, chunk_size });
         }
         None
     }

@@ -86,14 +86,13 @@ struct Incoming {
     header: ChunkHeader,
 }
 
-fn parse(req: &PushRequest, len: u64) -> Result<Incoming, Status> {
+fn parse(req: &PushRequest, len: u64, chunk_size: u64) -> Result<Incoming, Status> {
     let id = ObjectId::from_bytes(&req.object_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let from = NodeId::from_bytes(&req.node_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-    if req.chunk_size != super::transfer::CHUNK_SIZE {
+    if req.chunk_size != chunk_size {
         return Err(Status::invalid_argument(format!(
-            "chunk size {} differs from this node's {}",
-            req.chunk_size,
-            super::transfer::CHUNK_SIZE
+            "chunk size {} differs from this node's {chunk_size}",
+            req.chunk_size
         )));
     }
     Ok(Incoming { id, from, header: ChunkHeader { index: req.chunk_index, total_size: req.data_size, len } })
@@ -162,8 +161,10 @@ impl TrailerSink for ChunkSink {
 pub fn accept(shard: Rc<Shard>, len: u64, payload: Vec<u8>) -> BoxedLocal<Result<Box<dyn TrailerSink>, Status>> {
     Box::pin(async move {
         let req = PushRequest::decode(payload.as_slice()).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let inc = parse(&req, len)?;
-        let arena = super::local_store(&shard).ok_or_else(|| Status::unavailable("store not started"))?.arena.clone();
+        let store = super::local_store(&shard).ok_or_else(|| Status::unavailable("store not started"))?;
+        let inc = parse(&req, len, store.transfer.chunk_size.get())?;
+        let arena = store.arena.clone();
+        drop(store);
         match claim(&shard, inc.id, inc.from, inc.header).await {
             Ok(Some(offset)) => {
                 // The sink owns the claim from here: dropped unfinished (also on the check
@@ -183,7 +184,9 @@ pub fn accept(shard: Rc<Shard>, len: u64, payload: Vec<u8>) -> BoxedLocal<Result
 
 /// A Push whose chunk is empty (a zero-byte object) arrives without a trailer.
 pub async fn push_empty(shard: &Rc<Shard>, req: PushRequest) -> Result<PushReply, Status> {
-    let inc = parse(&req, 0)?;
+    let store = super::local_store(shard).ok_or_else(|| Status::unavailable("store not started"))?;
+    let inc = parse(&req, 0, store.transfer.chunk_size.get())?;
+    drop(store);
     match claim(shard, inc.id, inc.from, inc.header).await {
         Ok(Some(_)) => {
             // Nothing to check: an empty chunk has no trailer and so no footer.

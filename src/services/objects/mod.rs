@@ -34,3 +34,12 @@ use store::ShardStore;
 pub fn local_store(shard: &Shard) -> Option<Rc<ShardStore>> {
     shard.objects.borrow().clone()
 }
+
+/// Takes the cluster's transfer chunk size (from the system config the node registered
+/// with) for the transfers this shard starts from now on.
+pub fn set_chunk_size(shard: &Shard, chunk_size: u64) -> Result<(), String> {
+    match local_store(shard) {
+        Some(store) => store.transfer.set_chunk_size(chunk_size),
+        None => Ok(()),
+    }
+}

@@ -13,7 +13,7 @@
 use super::store::ShardStore;
 use crate::ids::{NodeId, ObjectId, ShardId};
 use crate::logic::objects::{ClientId, NewObject, ObjectSource, ObjectState};
-use crate::logic::transfer::chunks::ChunkHeader;
+use crate::logic::transfer::chunks::{ChunkHeader, DEFAULT_CHUNK_SIZE};
 use crate::logic::transfer::pull::{BundleId, ChunkClaim, PullAction, PullConfig, PullPriority, PullQueue};
 use crate::logic::transfer::push::{PushAction, PushConfig, PushQueue, SendChunk};
 use crate::rpc::CallOpts;
@@ -30,8 +30,6 @@ use std::time::{Duration, Instant};
 pub const TRANSFER_CLIENT: ClientId = ClientId(u64::MAX - 1);
 /// The store client that holds objects being pushed.
 pub const PUSH_CLIENT: ClientId = ClientId(u64::MAX - 2);
-/// Chunk size (Ray's default).
-pub const CHUNK_SIZE: u64 = 5 << 20;
 
 /// One shard's transfer state.
 #[derive(Debug)]
@@ -51,13 +49,15 @@ pub struct Transfer {
     abort_after_writes: RefCell<HashSet<ObjectId>>,
     /// Objects whose pull failed, with why (a get returns them missing).
     pub failed: RefCell<HashMap<ObjectId, String>>,
+    /// The cluster's chunk size (`set_chunk_size`), which chunks pushed here must have.
+    pub chunk_size: Cell<u64>,
 }
 
 impl Transfer {
     /// Transfer state of `shard`, with its configured timeouts.
     pub fn new(shard: &Shard) -> Self {
         let cfg = PullConfig {
-            chunk_size: CHUNK_SIZE,
+            chunk_size: DEFAULT_CHUNK_SIZE,
             pull_retry: Duration::from_secs(1),
             max_backoff_exponent: 4,
             fetch_timeout: shard.cfg.fetch_timeout,
@@ -67,7 +67,7 @@ impl Transfer {
             .expect("the transfer configuration is valid");
         pull.handle_budget(Instant::now(), shard.cfg.object_store_memory);
         let push_cfg = PushConfig {
-            chunk_size: CHUNK_SIZE,
+            chunk_size: DEFAULT_CHUNK_SIZE,
             max_bytes_in_flight: 256 << 20,
             push_timeout: Some(Duration::from_secs(10)),
         };
@@ -84,7 +84,16 @@ impl Transfer {
             writing: RefCell::new(HashMap::new()),
             abort_after_writes: RefCell::new(HashSet::new()),
             failed: RefCell::new(HashMap::new()),
+            chunk_size: Cell::new(DEFAULT_CHUNK_SIZE),
         }
+    }
+
+    /// Takes the cluster's chunk size for the transfers that start from now on.
+    pub fn set_chunk_size(&self, chunk_size: u64) -> Result<(), String> {
+        self.pull.borrow_mut().set_chunk_size(chunk_size).map_err(|e| e.to_string())?;
+        self.push.borrow_mut().set_chunk_size(chunk_size).map_err(|e| e.to_string())?;
+        self.chunk_size.set(chunk_size);
+        Ok(())
     }
 
     /// Replaces the peer directory (object manager addresses of alive nodes).
@@ -460,7 +469,7 @@ async fn send_chunk(shard: &Rc<Shard>, c: &SendChunk, addr: SocketAddr, base: u6
         chunk_index: c.index,
         data_size: c.total_size,
         metadata_size: meta,
-        chunk_size: CHUNK_SIZE,
+        chunk_size: c.chunk_size,
     };
     let job = super::msg::ChunkJob { addr, req, offset: base + c.offset, len: c.len };
     if sender == shard.id {

@@ -39,7 +39,10 @@ fn chunk_descriptor_carries_range_and_object_size() {
     let mut q = queue();
     q.handle_push_request(node(1), obj(1), 15).unwrap();
     let first = q.poll_send().unwrap();
-    assert_eq!(first, SendChunk { to: node(1), id: obj(1), index: 0, offset: 0, len: 10, total_size: 15 });
+    assert_eq!(
+        first,
+        SendChunk { to: node(1), id: obj(1), index: 0, offset: 0, len: 10, total_size: 15, chunk_size: 10 }
+    );
     let last = q.poll_send().unwrap();
     assert_eq!((last.offset, last.len), (10, 5));
     assert_eq!(q.poll_send(), None);
