@@ -61,3 +61,27 @@ fn a_64_mib_object_put_on_a_is_read_on_b_byte_for_byte() {
         assert_eq!(&v.as_ref().unwrap()[..], &d[..]);
     }
 }
+
+#[test]
+fn primaries_spilled_on_a_are_restored_there_and_pulled_by_b() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), &["--head", "--object-store-memory", "67108864"]);
+    let b =
+        start(dir.path(), &["--address", &a.gcs, "--object-store-memory", "134217728", "--fetch-timeout-ms", "5000"]);
+    // 160 MiB of pinned primaries in A's 64 MiB store: most of them are only on A's disk.
+    let mut ca = LocalClient::connect_driver(&a.socket).unwrap();
+    let objects: Vec<_> = (0..20)
+        .map(|i| {
+            let data = pattern(8 << 20, 100 + i);
+            (ca.put(&data).unwrap(), data)
+        })
+        .collect();
+    let mut cb = LocalClient::connect_driver(&b.socket).unwrap();
+    for (i, (id, data)) in objects.iter().enumerate() {
+        let v = cb.get(&[*id], Some(Duration::from_secs(30))).unwrap();
+        let got = v[0].as_ref().unwrap_or_else(|| panic!("object {i} of 20 never reached B"));
+        assert!(got[..] == data[..], "object {i} differs on B");
+        drop(v);
+        cb.delete(&[*id]).unwrap();
+    }
+}

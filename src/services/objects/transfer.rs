@@ -174,7 +174,14 @@ async fn locate(shard: Rc<Shard>, bundle: BundleId, ids: Vec<ObjectId>) {
                 let now = Instant::now();
                 for l in reply.locations {
                     let Ok(id) = ObjectId::from_bytes(&l.object_id) else { continue };
-                    let nodes: Vec<NodeId> = l.node_ids.iter().filter_map(|n| NodeId::from_bytes(n).ok()).collect();
+                    let mut nodes: Vec<NodeId> = l.node_ids.iter().filter_map(|n| NodeId::from_bytes(n).ok()).collect();
+                    // A node that spilled its copy restores it when pulled from, so it is a
+                    // source too (the only one once its in-memory copy was evicted).
+                    if let Ok(spilled) = NodeId::from_bytes(&l.spilled_node_id) {
+                        if spilled != shard.node_id && !nodes.contains(&spilled) {
+                            nodes.push(spilled);
+                        }
+                    }
                     if l.size > 0 {
                         st.transfer.metadata.borrow_mut().insert(id, l.metadata_size);
                     }
