@@ -99,6 +99,18 @@ impl Shard {
         };
     }
 
+    /// Runs `fut` in the bulk queue and returns its result (`None` if it cannot be spawned
+    /// there), for bulk work asked for by a request served in the latency queue.
+    pub async fn run_bulk<T: 'static>(&self, fut: impl std::future::Future<Output = T> + 'static) -> Option<T> {
+        match glommio::spawn_local_into(fut, self.bulk.get()?) {
+            Ok(t) => Some(t.await),
+            Err(e) => {
+                tracing::error!("cannot spawn bulk work: {e}");
+                None
+            }
+        }
+    }
+
     /// Asks shard 0 to shut the node down gracefully with `code`.
     pub async fn request_shutdown(&self, reason: String, code: i32) {
         let _ = self.mesh.tell(ShardId::NODE, Req::Shutdown { reason, code }).await;

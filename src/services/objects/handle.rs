@@ -24,7 +24,11 @@ pub async fn handle(shard: Rc<Shard>, req: ObjReq) -> Option<Rep> {
             ObjRep::Freed(store.evict(&shard, bytes) + store.memory.release_empty_slabs(&shard).await)
         }
         ObjReq::Spill(bytes) => ObjRep::Freed(super::spilling::spill(&shard, &store, bytes).await),
-        ObjReq::SendChunk(job) => ObjRep::Sent(super::chunk_io::send(&shard, *job).await),
+        ObjReq::SendChunk(job) => {
+            // A chunk another shard hands over is copied in the bulk queue, like the owner's.
+            let s = shard.clone();
+            ObjRep::Sent(shard.run_bulk(async move { super::chunk_io::send(&s, *job).await }).await.unwrap_or(false))
+        }
         ObjReq::ChunkClaim { id, from, header } => {
             ObjRep::Claim(super::transfer::claim_chunk(&shard, id, from, header))
         }
