@@ -15,6 +15,28 @@ pub const CHUNK_SIZE_KEY: &str = "object_manager_default_chunk_size";
 pub use crate::logic::transfer::chunks::DEFAULT_CHUNK_SIZE;
 /// The smallest chunk size accepted: smaller ones only multiply per-chunk work.
 pub const MIN_CHUNK_SIZE: u64 = 4 << 10;
+/// Ray's key for the fraction of the store above which pinned primaries spill.
+pub const SPILLING_THRESHOLD_KEY: &str = "object_spilling_threshold";
+/// Ray's key for how long a create that finds the store full keeps waiting for room.
+pub const FULL_TIMEOUT_KEY: &str = "oom_grace_period_s";
+
+/// The object plane's cluster-wide settings, from the head's system config.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ObjectPlaneConfig {
+    /// Bytes per transfer chunk (`object_manager_default_chunk_size`, 5 MiB).
+    pub chunk_size: u64,
+    /// Spill pinned primaries above this fraction of the store (`object_spilling_threshold`, 0.8).
+    pub spilling_threshold: f64,
+    /// A create waits this long for room before `ObjectStoreFull` (`oom_grace_period_s`;
+    /// 5 s here: it covers spilling what is needed, which Ray waits out separately).
+    pub full_timeout: Duration,
+}
+
+impl Default for ObjectPlaneConfig {
+    fn default() -> Self {
+        Self { chunk_size: DEFAULT_CHUNK_SIZE, spilling_threshold: 0.8, full_timeout: Duration::from_secs(5) }
+    }
+}
 
 /// Everything one raylet process needs to run.
 #[derive(Debug, Clone)]
@@ -199,24 +221,38 @@ impl NodeConfig {
         if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&self.system_config).is_err() {
             return err("--system-config must be a JSON object");
         }
-        self.chunk_size_of(&self.system_config)?;
+        self.object_plane_of(&self.system_config)?;
         Ok(())
     }
 
-    /// The transfer chunk size set by `system_config` (the head's, which every node learns
-    /// when it registers, so pushers and pullers lay chunks out alike), else Ray's 5 MiB.
-    /// A chunk travels as one frame trailer, so it cannot exceed this node's frame cap.
-    pub fn chunk_size_of(&self, system_config: &str) -> Result<u64, ConfigError> {
+    /// The object-plane settings `system_config` sets (the head's, which every node learns
+    /// when it registers, so pushers and pullers lay chunks out alike), each defaulting to
+    /// Ray's value. A chunk travels as one frame trailer, so it cannot exceed the frame cap.
+    pub fn object_plane_of(&self, system_config: &str) -> Result<ObjectPlaneConfig, ConfigError> {
         let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(system_config)
             .map_err(|e| ConfigError(format!("the system config is not a JSON object: {e}")))?;
-        let Some(v) = map.get(CHUNK_SIZE_KEY) else { return Ok(DEFAULT_CHUNK_SIZE) };
-        let max = u64::from(self.max_rpc_frame);
-        match v.as_u64() {
-            Some(n) if (MIN_CHUNK_SIZE..=max).contains(&n) => Ok(n),
-            _ => Err(ConfigError(format!(
-                "{CHUNK_SIZE_KEY} must be a whole number of bytes from {MIN_CHUNK_SIZE} to {max}, not {v}"
-            ))),
+        let mut out = ObjectPlaneConfig::default();
+        if let Some(v) = map.get(CHUNK_SIZE_KEY) {
+            let max = u64::from(self.max_rpc_frame);
+            out.chunk_size = v.as_u64().filter(|n| (MIN_CHUNK_SIZE..=max).contains(n)).ok_or_else(|| {
+                ConfigError(format!(
+                    "{CHUNK_SIZE_KEY} must be a whole number of bytes from {MIN_CHUNK_SIZE} to {max}, not {v}"
+                ))
+            })?;
         }
+        if let Some(v) = map.get(SPILLING_THRESHOLD_KEY) {
+            out.spilling_threshold = v.as_f64().filter(|t| *t > 0.0 && *t <= 1.0).ok_or_else(|| {
+                ConfigError(format!("{SPILLING_THRESHOLD_KEY} must be a fraction of the store in (0, 1], not {v}"))
+            })?;
+        }
+        if let Some(v) = map.get(FULL_TIMEOUT_KEY) {
+            out.full_timeout = v
+                .as_f64()
+                .filter(|s| (0.0..=3600.0).contains(s))
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| ConfigError(format!("{FULL_TIMEOUT_KEY} must be 0 to 3600 seconds, not {v}")))?;
+        }
+        Ok(out)
     }
 
     /// The local-protocol socket path.

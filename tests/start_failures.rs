@@ -63,6 +63,13 @@ fn an_invalid_configuration_is_refused_before_starting() {
             let opts = NodeOpts::head().args(["--system-config", cfg.as_str()]);
             expect_failure(&dir, &opts, &["object_manager_default_chunk_size", "whole number of bytes"]);
         }
+        for (key, bad) in
+            [("object_spilling_threshold", "1.5"), ("object_spilling_threshold", "0"), ("oom_grace_period_s", "-1")]
+        {
+            let cfg = format!("{{\"{key}\": {bad}}}");
+            let opts = NodeOpts::head().args(["--system-config", cfg.as_str()]);
+            expect_failure(&dir, &opts, &[key]);
+        }
         let opts = NodeOpts::head().args(["--resources", r#"{"CPU": 3}"#]);
         expect_failure(&dir, &opts, &["--resources"]);
     });

@@ -117,9 +117,9 @@ impl NodeServices {
             num_shards: shard.n as u32,
         };
         let system_config = session.register(info).await?;
-        let chunk_size = cfg.chunk_size_of(&system_config).map_err(|e| format!("the cluster's {e}"))?;
+        let objects = cfg.object_plane_of(&system_config).map_err(|e| format!("the cluster's {e}"))?;
         *self.session.borrow_mut() = Some(session);
-        let config = |_| Req::Config { json: system_config.clone(), gcs: gcs_addr, chunk_size };
+        let config = |_| Req::Config { json: system_config.clone(), gcs: gcs_addr, objects };
         for r in shard.mesh.call_all(config).await {
             r.map_err(|e| e.to_string())?;
         }

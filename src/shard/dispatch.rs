@@ -20,12 +20,12 @@ pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
         }
         Req::PeerAddrs => Some(Rep::PeerAddrs(shard.node().map(|n| n.peer_node_managers(&shard)).unwrap_or_default())),
         Req::IsClient(id) => Some(Rep::IsClient(shard.node().is_some_and(|n| n.clients.is_registered(&id)))),
-        Req::Config { json, gcs, chunk_size } => {
+        Req::Config { json, gcs, objects } => {
             *shard.system_config.borrow_mut() = json;
             shard.gcs_address.set(Some(gcs));
-            // The size was checked when the node registered; a refusal here is a bug.
-            if let Err(e) = crate::services::objects::set_chunk_size(&shard, chunk_size) {
-                tracing::error!("cannot take the cluster's chunk size {chunk_size}: {e}");
+            // The settings were checked when the node registered; a refusal here is a bug.
+            if let Err(e) = crate::services::objects::configure(&shard, objects) {
+                tracing::error!("cannot take the cluster's object settings {objects:?}: {e}");
             }
             Some(Rep::Ack)
         }

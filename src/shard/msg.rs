@@ -59,14 +59,14 @@ pub enum Req {
         detail: String,
     },
     /// Shard 0 → all: the system config JSON from the GCS, the GCS address, and the
-    /// transfer chunk size that config sets.
+    /// object-plane settings that config sets.
     Config {
         /// The cluster's system config (JSON object).
         json: String,
         /// The GCS.
         gcs: std::net::SocketAddr,
-        /// Bytes per transfer chunk.
-        chunk_size: u64,
+        /// Chunk size, spilling threshold, full-store wait.
+        objects: crate::config::ObjectPlaneConfig,
     },
     /// Gather this shard's statistics.
     Stats,

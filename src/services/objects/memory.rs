@@ -5,12 +5,14 @@
 //! Under pressure a create first evicts this shard's least recently used unreferenced
 //! copies and gives its empty slabs back to the arena, then asks the other shards to do
 //! the same, then spills pinned primaries everywhere,
-//! and retries every 10 ms until `FULL_TIMEOUT`; only then does it fail with
+//! and retries every 10 ms until the full-store wait (`oom_grace_period_s`, 5 s) ends; only
+//! then does it fail with
 //! `ObjectStoreFull`. The requesting shard drives all of it, so shard 0 never awaits a
 //! call while serving one (the DAG rule of `lib.rs`).
 
 use super::msg::{ObjRep, ObjReq};
 use super::store::ShardStore;
+use crate::config::ObjectPlaneConfig;
 use crate::ids::ShardId;
 use crate::local::msg::StoreError;
 use crate::logic::objects::Placement;
@@ -22,12 +24,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// How long a create may wait for memory before `ObjectStoreFull`.
-pub const FULL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Alignment of every allocation.
 pub const ALIGN: u64 = 64;
-/// Fraction of capacity above which pinned primaries start spilling.
-pub const SPILL_THRESHOLD: f64 = 0.8;
 
 /// This shard's allocators.
 #[derive(Debug)]
@@ -42,6 +40,10 @@ pub struct Memory {
     large: RefCell<HashMap<u64, u64>>,
     global: Option<RefCell<OffsetAllocator>>,
     spilling: Cell<bool>,
+    /// Fraction of capacity above which pinned primaries start spilling.
+    spill_threshold: Cell<f64>,
+    /// How long a create may wait for memory before `ObjectStoreFull`.
+    full_timeout: Cell<Duration>,
 }
 
 fn empty_allocator() -> OffsetAllocator {
@@ -72,7 +74,15 @@ impl Memory {
             large: RefCell::new(HashMap::new()),
             global,
             spilling: Cell::new(false),
+            spill_threshold: Cell::new(ObjectPlaneConfig::default().spilling_threshold),
+            full_timeout: Cell::new(ObjectPlaneConfig::default().full_timeout),
         }
+    }
+
+    /// Takes the cluster's spilling threshold and full-store wait.
+    pub fn configure(&self, spill_threshold: f64, full_timeout: Duration) {
+        self.spill_threshold.set(spill_threshold);
+        self.full_timeout.set(full_timeout);
     }
 
     /// Arena bytes this shard holds (its slabs plus its large objects), for stats.
@@ -90,7 +100,7 @@ impl Memory {
         let g = self.global.as_ref()?;
         let a = g.borrow_mut().alloc(len)?;
         let used = g.borrow().used_bytes();
-        if used as f64 > SPILL_THRESHOLD * self.capacity as f64 {
+        if used as f64 > self.spill_threshold.get() * self.capacity as f64 {
             self.spill_in_background(shard, used);
         }
         Some((a.offset, a.len))
@@ -222,7 +232,8 @@ impl Memory {
         store: &ShardStore,
         size: u64,
     ) -> Result<Placement, (StoreError, String)> {
-        let deadline = Instant::now() + FULL_TIMEOUT;
+        let wait = self.full_timeout.get();
+        let deadline = Instant::now() + wait;
         loop {
             if let Some(p) = self.try_alloc(shard, size).await {
                 return Ok(p);
@@ -241,7 +252,7 @@ impl Memory {
                     StoreError::ObjectStoreFull,
                     format!(
                         "no room for {size} bytes in the {} byte store after {:?}: everything left is referenced, pinned or unspillable",
-                        self.capacity, FULL_TIMEOUT
+                        self.capacity, wait
                     ),
                 ));
             }
@@ -270,7 +281,7 @@ impl Memory {
         if self.spilling.replace(true) {
             return;
         }
-        let excess = used.saturating_sub((SPILL_THRESHOLD * self.capacity as f64) as u64);
+        let excess = used.saturating_sub((self.spill_threshold.get() * self.capacity as f64) as u64);
         let per_shard = (excess / self.n as u64).max(1);
         let s = shard.clone();
         glommio::spawn_local(async move {

@@ -35,11 +35,11 @@ pub fn local_store(shard: &Shard) -> Option<Rc<ShardStore>> {
     shard.objects.borrow().clone()
 }
 
-/// Takes the cluster's transfer chunk size (from the system config the node registered
-/// with) for the transfers this shard starts from now on.
-pub fn set_chunk_size(shard: &Shard, chunk_size: u64) -> Result<(), String> {
-    match local_store(shard) {
-        Some(store) => store.transfer.set_chunk_size(chunk_size),
-        None => Ok(()),
-    }
+/// Takes the cluster's object-plane settings (from the system config the node registered
+/// with): the chunk size for transfers started from now on, the spilling threshold and the
+/// full-store wait.
+pub fn configure(shard: &Shard, cfg: crate::config::ObjectPlaneConfig) -> Result<(), String> {
+    let Some(store) = local_store(shard) else { return Ok(()) };
+    store.memory.configure(cfg.spilling_threshold, cfg.full_timeout);
+    store.transfer.set_chunk_size(cfg.chunk_size)
 }
