@@ -117,3 +117,47 @@ fn raylet_stop_with_a_node_id_stops_only_that_node() {
         head.assert_no_panic();
     });
 }
+
+#[test]
+fn format_global_memory_info_gathers_every_node_and_sums_their_stores() {
+    with_timeout(Duration::from_secs(90), || {
+        let dir = TestDir::new();
+        let head = dir.start(&NodeOpts::head().fast_heartbeat());
+        let mut b = dir.start(&NodeOpts::join(head.ready.gcs_address).fast_heartbeat());
+        let token = head.ready.token();
+        let mut ids = Vec::new();
+        for (node, n) in [(&head, 2), (&b, 3)] {
+            let mut c = raylet::client::LocalClient::connect_driver(&node.ready.socket).unwrap();
+            for i in 0..n {
+                ids.push(c.put(&vec![i as u8; 100_000 + i * 1000]).unwrap());
+            }
+        }
+        let req = w::FormatGlobalMemoryInfoRequest { include_memory_info: true };
+        let r = nm::blocking::format_global_memory_info(&mut b.node_manager(&token), &req, opts())
+            .expect("FormatGlobalMemoryInfo");
+        let mut nodes: Vec<String> = r.node_stats.iter().map(|n| raylet::ids::hex_encode(&n.node_id)).collect();
+        nodes.sort();
+        let mut want = vec![head.ready.node_id.clone(), b.ready.node_id.clone()];
+        want.sort();
+        assert_eq!(nodes, want, "one entry per alive node, asked from either");
+        let total = r.store_stats.expect("summed store stats");
+        let per_node: Vec<_> = r.node_stats.iter().map(|n| n.store_stats.unwrap()).collect();
+        assert_eq!(total.num_local_objects, 5);
+        assert_eq!(total.num_local_objects, per_node.iter().map(|s| s.num_local_objects).sum::<i64>());
+        assert_eq!(total.object_store_bytes_used, per_node.iter().map(|s| s.object_store_bytes_used).sum::<i64>());
+        assert!(total.object_store_bytes_used >= 5 * 100_000, "{total:?}");
+        for id in &ids {
+            assert!(r.memory_summary.contains(&id.to_string()), "the summary lists object {id}:\n{}", r.memory_summary);
+        }
+        for n in &want {
+            assert!(r.memory_summary.contains(n.as_str()), "the summary lists node {n}");
+        }
+        // A node that died (unreachable, then declared dead) drops out; the reply still comes.
+        b.kill9();
+        let r = nm::blocking::format_global_memory_info(&mut head.node_manager(&token), &req, opts())
+            .expect("FormatGlobalMemoryInfo with a dead node");
+        assert_eq!(r.node_stats.len(), 1, "only the head answers");
+        assert_eq!(r.store_stats.unwrap().num_local_objects, 2);
+        head.assert_no_panic();
+    });
+}
