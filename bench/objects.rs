@@ -295,6 +295,9 @@ pub(crate) fn run_transfer(opts: &Opts, report: &mut Report) -> Res<()> {
         }
         let base = Measured::gbps(format!("raw_tcp_{name}"), size as u64, &raw);
         report.push(Measured::gbps(format!("pull_{name}"), size as u64, &h), base.clone());
+        // The same pulls beside a warm memcpy of the same size: the ceiling of any copy.
+        let copy = Measured::gbps(format!("memcpy_{name}"), size as u64, &memcpy(size, iters)?);
+        report.push(Measured::gbps(format!("pull_{name}_of_memcpy"), size as u64, &h), copy);
         report.push(
             Measured::latency(format!("pull_{name}_latency"), &h),
             Measured::latency(format!("raw_tcp_{name}_latency"), &raw_as_latency(&base, size)),
