@@ -85,3 +85,25 @@ fn primaries_spilled_on_a_are_restored_there_and_pulled_by_b() {
         cb.delete(&[*id]).unwrap();
     }
 }
+
+#[test]
+fn a_get_on_b_waits_for_an_object_that_is_put_on_a_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = start(dir.path(), &["--head", "--object-store-memory", "134217728"]);
+    let b = start(dir.path(), &["--address", &a.gcs, "--object-store-memory", "134217728"]);
+    let id = raylet::ids::ObjectId::random();
+    let data = pattern(3 << 20, 11);
+    // The get starts before any node has the object; it waits for a copy to appear.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sock = b.socket.clone();
+    let getter = std::thread::spawn(move || {
+        let mut c = LocalClient::connect_driver(&sock).unwrap();
+        tx.send(()).unwrap();
+        let v = c.get(&[id], Some(Duration::from_secs(30))).unwrap();
+        v[0].as_ref().map(|v| v.to_vec())
+    });
+    rx.recv().unwrap();
+    LocalClient::connect_driver(&a.socket).unwrap().put_with_id(id, &data).unwrap();
+    let got = getter.join().unwrap().expect("the get on B returns the object put on A after it began");
+    assert!(got == data, "bytes differ");
+}
