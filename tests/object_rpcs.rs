@@ -1,6 +1,6 @@
 //! The object plane's NodeManagerService RPCs and CLI: PinObjectIDs,
-//! RequestObjectSpillage, FormatGlobalMemoryInfo / `raylet memory`, and
-//! `raylet object put|get|delete`.
+//! RequestObjectSpillage, FormatGlobalMemoryInfo / `raylet memory`, ObjectManagerService
+//! FreeObjects, and `raylet object put|get|delete` (a delete frees every alive node's copy).
 
 mod common;
 
@@ -8,7 +8,7 @@ use common::*;
 use raylet::client::{ClientError, LocalClient};
 use raylet::ids::ObjectId;
 use raylet::local::codec::StoreError;
-use raylet::rpc::CallOpts;
+use raylet::rpc::{CallOpts, Code, RpcError};
 use raylet::wire::rpc::*;
 use std::time::Duration;
 
@@ -131,14 +131,75 @@ fn memory_and_object_cli_cover_two_nodes() {
         assert_eq!(holders.len(), 2, "the primary and the pulled copy: {v}");
         let table = dir.cli(&["memory"]);
         assert!(table.stdout.contains(&head.ready.node_id) && table.stdout.contains(&b.ready.node_id));
+        // Deleting through the head frees the pulled copy on the other node too.
         let del = dir.cli(&["object", "delete", &id]);
         assert!(del.status.success(), "{}", del.stderr);
+        assert!(del.stderr.is_empty(), "every node was reached: {}", del.stderr);
+        let oid = ObjectId::from_hex(&id).unwrap();
+        let mut on_b = LocalClient::connect_driver(&b.ready.socket).unwrap();
+        assert!(!on_b.contains(&oid).unwrap(), "the pulled copy is gone from the other node");
+        assert!(on_b.get(&[oid], Some(Duration::ZERO)).unwrap()[0].is_none());
         let v: serde_json::Value = serde_json::from_str(&dir.cli(&["memory", "--format", "json"]).stdout).unwrap();
-        let on_head = v["objects"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|o| o["object_id"] == id.as_str() && o["node_id"] == head.ready.node_id.as_str());
-        assert!(!on_head, "deleted on the head: {v}");
+        let left: Vec<_> = v["objects"].as_array().unwrap().iter().filter(|o| o["object_id"] == id.as_str()).collect();
+        assert!(left.is_empty(), "deleted on both nodes: {v}");
+    });
+}
+
+#[test]
+fn object_delete_reports_an_unreachable_node_and_frees_the_others() {
+    with_timeout(Duration::from_secs(120), || {
+        let dir = TestDir::new();
+        // A long failure-detection timeout: the killed node stays ALIVE in the node table,
+        // so the delete still tries it.
+        let head = dir.start(&NodeOpts::head().args(["--heartbeat-timeout-ms", "120000"]));
+        let b = dir.start(&NodeOpts::join(head.ready.gcs_address));
+        let mut c = dir.start(&NodeOpts::join(head.ready.gcs_address));
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13 % 256) as u8).collect();
+        let id = LocalClient::connect_driver(&head.ready.socket).unwrap().put(&data).unwrap();
+        for node in [&b, &c] {
+            let mut cl = LocalClient::connect_driver(&node.ready.socket).unwrap();
+            let v = cl.get(&[id], Some(Duration::from_secs(30))).unwrap();
+            assert!(v[0].as_ref().unwrap()[..] == data[..], "pulled to {}", node.ready.node_id);
+        }
+        c.kill9();
+        let del = dir.cli(&["object", "delete", &id.to_string()]);
+        assert!(del.status.success(), "an unreachable node does not fail the delete: {}", del.stderr);
+        assert!(del.stderr.contains(&c.ready.node_id), "names the node it could not reach: {}", del.stderr);
+        for node in [&head, &b] {
+            let mut cl = LocalClient::connect_driver(&node.ready.socket).unwrap();
+            assert!(!cl.contains(&id).unwrap(), "freed on {}", node.ready.node_id);
+        }
+    });
+}
+
+#[test]
+fn free_objects_rpc_deletes_what_is_here_ignores_unknown_ids_and_refuses_malformed_ones() {
+    with_timeout(Duration::from_secs(60), || {
+        let dir = TestDir::new();
+        let head = dir.start_head();
+        let mut c = LocalClient::connect_driver(&head.ready.socket).unwrap();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+        let (free, held) = (c.put(&data).unwrap(), c.put(&data).unwrap());
+        let view = c.get(&[held], Some(Duration::from_secs(10))).unwrap().remove(0).unwrap();
+        let mut om = raylet::rpc::BlockingClient::new(head.ready.object_manager_address, head.ready.token());
+        let call = |om: &mut raylet::rpc::BlockingClient, ids: Vec<Vec<u8>>| {
+            object_manager_service::blocking::free_objects(
+                om,
+                &FreeObjectsRequest { object_ids: ids },
+                CallOpts::default(),
+            )
+        };
+        // Held ids, and an id no node has: no error.
+        call(&mut om, vec![free.to_vec(), held.to_vec(), ObjectId::random().to_vec()]).unwrap();
+        assert!(!c.contains(&free).unwrap(), "the primary copy is unpinned and deleted");
+        // One in use here is deleted when its client lets go, as a local delete is.
+        assert!(c.contains(&held).unwrap(), "deferred while a client holds it");
+        assert!(view[..] == data[..]);
+        drop(view);
+        assert!(!c.contains(&held).unwrap(), "deleted on release");
+        match call(&mut om, vec![vec![1, 2, 3]]) {
+            Err(RpcError::Status(s)) => assert_eq!(s.code, Code::InvalidArgument, "{s}"),
+            other => panic!("a malformed id must be refused with InvalidArgument: {other:?}"),
+        }
     });
 }

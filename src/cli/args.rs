@@ -83,7 +83,7 @@ pub enum ObjectCommand {
         #[arg(long, default_value = "/tmp/raylet")]
         temp_dir: PathBuf,
     },
-    /// Delete an object (unpins the primary copy).
+    /// Delete an object on every alive node (unpins the primary copy, frees pulled copies).
     Delete {
         /// The object id (hex).
         id: String,

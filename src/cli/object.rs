@@ -1,4 +1,5 @@
-//! `raylet object put|get|delete` through a local raylet socket.
+//! `raylet object put|get|delete` through a local raylet socket; `delete` frees the
+//! object on every alive node (the raylet fans it out, see `services::objects::free`).
 
 use super::args::ObjectCommand;
 use crate::client::LocalClient;
@@ -44,9 +45,14 @@ pub fn run(cmd: &ObjectCommand) -> Result<(), String> {
         ObjectCommand::Delete { id, socket: s, temp_dir } => {
             let id = ObjectId::from_hex(id).map_err(|e| e.to_string())?;
             let mut c = connect(&socket(s, temp_dir))?;
-            let r = c.delete(&[id]).map_err(|e| format!("delete failed: {e}"))?;
+            let r = c.free(&[id]).map_err(|e| format!("delete failed: {e}"))?;
             c.disconnect().map_err(|e| e.to_string())?;
-            match r.first() {
+            // The nodes that answered have freed their copies; those that could not be
+            // reached keep theirs, which does not fail the delete.
+            for f in &r.peer_failures {
+                eprintln!("object {id} may remain on a node that could not be reached: {f}");
+            }
+            match r.errors.first() {
                 Some(StoreError::Ok) => Ok(()),
                 Some(StoreError::ObjectInUse) => {
                     eprintln!("object {id} is in use; it will be deleted when released");

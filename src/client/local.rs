@@ -1,5 +1,5 @@
 //! The local-socket client: register, announce, disconnect, and the object store API
-//! (`put`, `create`/`seal`, `get`, `release`, `delete`, `contains`, `wait`).
+//! (`put`, `create`/`seal`, `get`, `release`, `delete`, `free`, `contains`, `wait`).
 //!
 //! Store operations on object X go to the connection attached to X's owner shard
 //! (`<session>/sockets/raylet.<shard>`), so they never hop between the raylet's shards;
@@ -44,6 +44,15 @@ pub enum ClientError {
     /// The store segment could not be mapped or a range was bad.
     #[error(transparent)]
     Segment(#[from] crate::store::buffer::SegmentError),
+}
+
+/// What [`LocalClient::free`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Freed {
+    /// Per-object outcome on this node (`ObjectInUse` = deferred until released).
+    pub errors: Vec<StoreError>,
+    /// One line per other node the free could not reach (the others were still freed).
+    pub peer_failures: Vec<String>,
 }
 
 /// A connection to the local raylet.
@@ -366,11 +375,23 @@ impl LocalClient {
         ObjectView::new(self.segment()?, spec, shard, self.releases.clone()).map(Some)
     }
 
-    /// Deletes objects; per-object outcome (`ObjectInUse` = deferred until released).
+    /// Deletes this node's copies; per-object outcome (`ObjectInUse` = deferred until
+    /// released).
     pub fn delete(&mut self, ids: &[ObjectId]) -> Result<Vec<StoreError>, ClientError> {
+        self.delete_copies(ids, true).map(|f| f.errors)
+    }
+
+    /// Frees objects on every alive node (Ray's `free(refs, local_only=False)`): deletes
+    /// this node's copies as [`Self::delete`] does, then has the raylet send FreeObjects
+    /// to every other alive node; returns once they have answered.
+    pub fn free(&mut self, ids: &[ObjectId]) -> Result<Freed, ClientError> {
+        self.delete_copies(ids, false)
+    }
+
+    fn delete_copies(&mut self, ids: &[ObjectId], local_only: bool) -> Result<Freed, ClientError> {
         self.flush_releases(&[])?;
-        match self.main.call(&LocalMessage::Delete { ids: ids.to_vec() })?.0 {
-            LocalMessage::DeleteReply { errors } => Ok(errors),
+        match self.main.call(&LocalMessage::Delete { ids: ids.to_vec(), local_only })?.0 {
+            LocalMessage::DeleteReply { errors, peer_failures } => Ok(Freed { errors, peer_failures }),
             other => Err(unexpected(other)),
         }
     }

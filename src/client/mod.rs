@@ -21,5 +21,5 @@ pub mod wire_io;
 pub use driver::{Driver, Lease, LeaseError, LeaseOptions, LeaseReply, Strategy, Task, TaskOutput};
 pub use placement::{PlacementGroups, PlacementStrategy};
 
-pub use local::{ClientError, LocalClient, INLINE_PUT_MAX};
+pub use local::{ClientError, Freed, LocalClient, INLINE_PUT_MAX};
 pub use objects::{ObjectView, ObjectWriter};

@@ -145,8 +145,13 @@ mod tests {
         round_trip(LocalMessage::Abort { id });
         round_trip(LocalMessage::AbortReply { error: StoreError::ObjectSealed, message: "x".into() });
         round_trip(LocalMessage::Release { ids: vec![id, id] });
-        round_trip(LocalMessage::Delete { ids: vec![id] });
-        round_trip(LocalMessage::DeleteReply { errors: vec![StoreError::ObjectInUse, StoreError::Ok] });
+        round_trip(LocalMessage::Delete { ids: vec![id], local_only: true });
+        round_trip(LocalMessage::Delete { ids: vec![id, id], local_only: false });
+        round_trip(LocalMessage::DeleteReply {
+            errors: vec![StoreError::ObjectInUse, StoreError::Ok],
+            peer_failures: vec![],
+        });
+        round_trip(LocalMessage::DeleteReply { errors: vec![], peer_failures: vec!["node x: refused".into()] });
         round_trip(LocalMessage::Contains { id });
         round_trip(LocalMessage::ContainsReply { has_object: true });
         round_trip(LocalMessage::Get { ids: vec![id], timeout_ms: -1 });

@@ -156,12 +156,13 @@ pub fn decode_message(msg_type: u64, payload: &[u8]) -> Result<LocalMessage, Cod
         }
         M::DeleteRequest => {
             let r = env.message_as_delete_request().ok_or(missing("delete"))?;
-            LocalMessage::Delete { ids: oids(r.object_ids()) }
+            LocalMessage::Delete { ids: oids(r.object_ids()), local_only: r.local_only() }
         }
         M::DeleteReply => {
             let r = env.message_as_delete_reply().ok_or(missing("delete reply"))?;
             LocalMessage::DeleteReply {
                 errors: r.errors().map(|v| v.iter().map(store_error).collect()).unwrap_or_default(),
+                peer_failures: r.peer_failures().map(|v| v.iter().map(str::to_string).collect()).unwrap_or_default(),
             }
         }
         M::ContainsRequest => {

@@ -154,15 +154,18 @@ fn encode_store(b: &mut FlatBufferBuilder<'_>, msg: &LocalMessage) -> Body {
             let t = fb::ReleaseRequest::create(b, &fb::ReleaseRequestArgs { object_ids: Some(v) });
             (fb::Message::ReleaseRequest, t.as_union_value())
         }
-        LocalMessage::Delete { ids } => {
+        LocalMessage::Delete { ids, local_only } => {
             let v = fb_oids(b, ids);
-            let t = fb::DeleteRequest::create(b, &fb::DeleteRequestArgs { object_ids: Some(v) });
+            let args = fb::DeleteRequestArgs { object_ids: Some(v), local_only: *local_only };
+            let t = fb::DeleteRequest::create(b, &args);
             (fb::Message::DeleteRequest, t.as_union_value())
         }
-        LocalMessage::DeleteReply { errors } => {
+        LocalMessage::DeleteReply { errors, peer_failures } => {
             let e: Vec<fb::StoreError> = errors.iter().map(|e| fb_err(*e)).collect();
             let v = b.create_vector(&e);
-            let t = fb::DeleteReply::create(b, &fb::DeleteReplyArgs { errors: Some(v) });
+            let f: Vec<_> = peer_failures.iter().map(|s| b.create_string(s)).collect();
+            let f = b.create_vector(&f);
+            let t = fb::DeleteReply::create(b, &fb::DeleteReplyArgs { errors: Some(v), peer_failures: Some(f) });
             (fb::Message::DeleteReply, t.as_union_value())
         }
         LocalMessage::Contains { id } => {

@@ -158,11 +158,15 @@ pub enum LocalMessage {
     Delete {
         /// The objects.
         ids: Vec<ObjectId>,
+        /// This node's copies only; false also frees them on every other alive node.
+        local_only: bool,
     },
     /// Per-object delete outcome.
     DeleteReply {
-        /// One per id.
+        /// One per id, for this node's copies.
         errors: Vec<StoreError>,
+        /// One line per other node the free could not reach.
+        peer_failures: Vec<String>,
     },
     /// Whether a sealed copy is here.
     Contains {

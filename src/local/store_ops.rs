@@ -84,7 +84,7 @@ impl Conn {
                     self.run(owner, StoreOp::Release(ids.into_iter().map(|(_, id)| id).collect())).await?;
                 }
             }
-            LocalMessage::Delete { ids } => {
+            LocalMessage::Delete { ids, local_only } => {
                 let mut errors = vec![StoreError::Ok; ids.len()];
                 for (owner, part) in self.by_owner(&ids) {
                     let r = self.run(owner, StoreOp::Delete(part.iter().map(|(_, id)| *id).collect())).await?;
@@ -93,7 +93,12 @@ impl Conn {
                         errors[*i] = e;
                     }
                 }
-                self.reply(tx, LocalMessage::DeleteReply { errors }, false).await;
+                let peer_failures = if local_only {
+                    Vec::new()
+                } else {
+                    crate::services::objects::free::free_on_peers(&self.shard, &ids).await
+                };
+                self.reply(tx, LocalMessage::DeleteReply { errors, peer_failures }, false).await;
             }
             LocalMessage::Contains { id } => {
                 let r = self.run(self.owner(&id), StoreOp::Contains(id)).await?;

@@ -212,6 +212,11 @@ impl NodeServices {
         out
     }
 
+    /// Object manager addresses of every other alive node.
+    pub fn peer_object_managers(&self, shard: &Shard) -> Vec<(NodeId, SocketAddr)> {
+        self.session().map(|s| other_object_managers(&s, shard.node_id)).unwrap_or_default()
+    }
+
     /// Whether a worker's startup token is one this node's pool issued and still waits
     /// for (the pool records the registration when it is).
     pub fn check_worker_token(&self, req: &Register) -> Result<(), String> {
@@ -261,12 +266,7 @@ impl NodeServices {
 /// Tells every shard the current object manager addresses of alive peers, and of a death.
 async fn broadcast_peers(shard: &Rc<Shard>, session: &GcsSession, change: PeerChange) {
     use crate::services::objects::msg::ObjReq;
-    let peers: Vec<(NodeId, SocketAddr)> = session
-        .peers()
-        .into_iter()
-        .filter(|(id, p)| p.alive && *id != shard.node_id)
-        .filter_map(|(id, p)| Some((id, p.object_manager_addr()?)))
-        .collect();
+    let peers = other_object_managers(session, shard.node_id);
     for i in 0..shard.n {
         let to = crate::ids::ShardId(i as u16);
         let _ = shard.mesh.tell(to, Req::Obj(ObjReq::Peers(peers.clone()))).await;
@@ -274,6 +274,16 @@ async fn broadcast_peers(shard: &Rc<Shard>, session: &GcsSession, change: PeerCh
             let _ = shard.mesh.tell(to, Req::Obj(ObjReq::NodeDead(*node))).await;
         }
     }
+}
+
+/// Object manager addresses of the alive nodes other than `me`.
+fn other_object_managers(session: &GcsSession, me: NodeId) -> Vec<(NodeId, SocketAddr)> {
+    session
+        .peers()
+        .into_iter()
+        .filter(|(id, p)| p.alive && *id != me)
+        .filter_map(|(id, p)| Some((id, p.object_manager_addr()?)))
+        .collect()
 }
 
 fn hostname() -> String {

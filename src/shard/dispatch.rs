@@ -19,6 +19,9 @@ pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
             None
         }
         Req::PeerAddrs => Some(Rep::PeerAddrs(shard.node().map(|n| n.peer_node_managers(&shard)).unwrap_or_default())),
+        Req::PeerObjectManagers => {
+            Some(Rep::PeerAddrs(shard.node().map(|n| n.peer_object_managers(&shard)).unwrap_or_default()))
+        }
         Req::IsClient(id) => Some(Rep::IsClient(shard.node().is_some_and(|n| n.clients.is_registered(&id)))),
         Req::Config { json, gcs, objects } => {
             *shard.system_config.borrow_mut() = json;

@@ -74,6 +74,8 @@ pub enum Req {
     NodeStats,
     /// Any shard → shard 0: the node manager addresses of every alive node (this one too).
     PeerAddrs,
+    /// Any shard → shard 0: the object manager addresses of every other alive node.
+    PeerObjectManagers,
     /// The scheduling plane's messages.
     Sched(crate::services::sched::msg::SchedReq),
     /// The object plane's messages.
@@ -97,7 +99,7 @@ pub enum Rep {
     Stats(ShardStats, Vec<WorkerStats>),
     /// The node's statistics.
     NodeStats(Box<GetNodeStatsReply>),
-    /// Node manager addresses of alive nodes.
+    /// Addresses of alive nodes (node or object managers, as asked).
     PeerAddrs(Vec<(crate::ids::NodeId, std::net::SocketAddr)>),
     /// Plain acknowledgement.
     Ack,

@@ -9,12 +9,14 @@
 //! - [`msg`]: those messages.
 //! - [`rpc`]: the object plane's NodeManagerService handlers.
 //! - [`om_rpc`]: ObjectManagerService (Pull, FreeObjects, empty Push).
+//! - [`free`]: cluster-wide frees (FreeObjects to every other alive node).
 //! - [`chunk_io`]: the chunk data path (send from and receive into the arena).
 //! - [`stats`]: store statistics.
 //! - [`pending`]: each client's gets and waits in progress, ended when it goes.
 
 pub mod chunk_io;
 pub mod directory;
+pub mod free;
 pub mod handle;
 pub mod memory;
 pub mod msg;

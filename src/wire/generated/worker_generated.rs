@@ -2462,6 +2462,7 @@ pub mod raylet {
 
         impl<'a> DeleteRequest<'a> {
             pub const VT_OBJECT_IDS: flatbuffers::VOffsetT = 4;
+            pub const VT_LOCAL_ONLY: flatbuffers::VOffsetT = 6;
 
             #[inline]
             pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2476,6 +2477,7 @@ pub mod raylet {
                 if let Some(x) = args.object_ids {
                     builder.add_object_ids(x);
                 }
+                builder.add_local_only(args.local_only);
                 builder.finish()
             }
 
@@ -2487,6 +2489,10 @@ pub mod raylet {
                         None,
                     )
                     .map(|v| v.safe_slice())
+            }
+            #[inline]
+            pub fn local_only(&self) -> bool {
+                self._tab.get::<bool>(DeleteRequest::VT_LOCAL_ONLY, Some(true)).unwrap()
             }
         }
 
@@ -2500,17 +2506,19 @@ pub mod raylet {
                         Self::VT_OBJECT_IDS,
                         false,
                     )?
+                    .visit_field::<bool>("local_only", Self::VT_LOCAL_ONLY, false)?
                     .finish();
                 Ok(())
             }
         }
         pub struct DeleteRequestArgs<'a> {
             pub object_ids: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, ObjectId>>>,
+            pub local_only: bool,
         }
         impl<'a> Default for DeleteRequestArgs<'a> {
             #[inline]
             fn default() -> Self {
-                DeleteRequestArgs { object_ids: None }
+                DeleteRequestArgs { object_ids: None, local_only: true }
             }
         }
 
@@ -2522,6 +2530,10 @@ pub mod raylet {
             #[inline]
             pub fn add_object_ids(&mut self, object_ids: flatbuffers::WIPOffset<flatbuffers::Vector<'b, ObjectId>>) {
                 self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteRequest::VT_OBJECT_IDS, object_ids);
+            }
+            #[inline]
+            pub fn add_local_only(&mut self, local_only: bool) {
+                self.fbb_.push_slot::<bool>(DeleteRequest::VT_LOCAL_ONLY, local_only, true);
             }
             #[inline]
             pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteRequestBuilder<'a, 'b> {
@@ -2539,6 +2551,7 @@ pub mod raylet {
             fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
                 let mut ds = f.debug_struct("DeleteRequest");
                 ds.field("object_ids", &self.object_ids());
+                ds.field("local_only", &self.local_only());
                 ds.finish()
             }
         }
@@ -2559,6 +2572,7 @@ pub mod raylet {
 
         impl<'a> DeleteReply<'a> {
             pub const VT_ERRORS: flatbuffers::VOffsetT = 4;
+            pub const VT_PEER_FAILURES: flatbuffers::VOffsetT = 6;
 
             #[inline]
             pub fn init_from_table(table: flatbuffers::Table<'a>) -> Self {
@@ -2570,6 +2584,9 @@ pub mod raylet {
                 args: &'args DeleteReplyArgs<'args>,
             ) -> flatbuffers::WIPOffset<DeleteReply<'bldr>> {
                 let mut builder = DeleteReplyBuilder::new(_fbb);
+                if let Some(x) = args.peer_failures {
+                    builder.add_peer_failures(x);
+                }
                 if let Some(x) = args.errors {
                     builder.add_errors(x);
                 }
@@ -2583,6 +2600,10 @@ pub mod raylet {
                     None,
                 )
             }
+            #[inline]
+            pub fn peer_failures(&self) -> Option<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>> {
+                self._tab.get::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>(DeleteReply::VT_PEER_FAILURES, None)
+            }
         }
 
         impl flatbuffers::Verifiable for DeleteReply<'_> {
@@ -2590,22 +2611,21 @@ pub mod raylet {
             fn run_verifier(v: &mut flatbuffers::Verifier, pos: usize) -> Result<(), flatbuffers::InvalidFlatbuffer> {
                 use self::flatbuffers::Verifiable;
                 v.visit_table(pos)?
-                    .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, StoreError>>>(
-                        "errors",
-                        Self::VT_ERRORS,
-                        false,
-                    )?
-                    .finish();
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, StoreError>>>("errors", Self::VT_ERRORS, false)?
+     .visit_field::<flatbuffers::ForwardsUOffset<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<&'_ str>>>>("peer_failures", Self::VT_PEER_FAILURES, false)?
+     .finish();
                 Ok(())
             }
         }
         pub struct DeleteReplyArgs<'a> {
             pub errors: Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, StoreError>>>,
+            pub peer_failures:
+                Option<flatbuffers::WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<&'a str>>>>,
         }
         impl<'a> Default for DeleteReplyArgs<'a> {
             #[inline]
             fn default() -> Self {
-                DeleteReplyArgs { errors: None }
+                DeleteReplyArgs { errors: None, peer_failures: None }
             }
         }
 
@@ -2617,6 +2637,13 @@ pub mod raylet {
             #[inline]
             pub fn add_errors(&mut self, errors: flatbuffers::WIPOffset<flatbuffers::Vector<'b, StoreError>>) {
                 self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteReply::VT_ERRORS, errors);
+            }
+            #[inline]
+            pub fn add_peer_failures(
+                &mut self,
+                peer_failures: flatbuffers::WIPOffset<flatbuffers::Vector<'b, flatbuffers::ForwardsUOffset<&'b str>>>,
+            ) {
+                self.fbb_.push_slot_always::<flatbuffers::WIPOffset<_>>(DeleteReply::VT_PEER_FAILURES, peer_failures);
             }
             #[inline]
             pub fn new(_fbb: &'b mut flatbuffers::FlatBufferBuilder<'a>) -> DeleteReplyBuilder<'a, 'b> {
@@ -2634,6 +2661,7 @@ pub mod raylet {
             fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
                 let mut ds = f.debug_struct("DeleteReply");
                 ds.field("errors", &self.errors());
+                ds.field("peer_failures", &self.peer_failures());
                 ds.finish()
             }
         }
