@@ -2,7 +2,8 @@
 //! chunk size, for objects nobody pulls; a push connection cut in the middle of a chunk;
 //! the source dying mid-object, with and without a second copy elsewhere (a fake peer, so
 //! the source and how far the transfer got are certain, and a real node killed -9). Also
-//! the cluster-wide chunk size from the head's system config.
+//! the cluster-wide chunk size from the head's system config, and a pull resumed from a
+//! new source with more than one push window already received.
 //!
 //! A `FakePeer` registers itself in the GCS as a node with its own object-manager port,
 //! claims copies in the object directory, records the Pull requests it receives, and pushes
@@ -387,15 +388,17 @@ fn the_chunk_size_of_the_heads_system_config_lays_out_every_transfer_in_the_clus
 }
 
 /// Starts a get of `id` on `head` while the only copy is on a fake peer, so the Pull goes
-/// to the fake (no luck involved: nothing else is listed); chunk 0 of `data` lands, chunk 1
-/// is half sent when the fake dies (the connection carrying it drops with it), and this
-/// returns the running get once the GCS has declared the fake DEAD. Whatever completes the
-/// object from here on cannot come from the fake: its port is closed, its connections cut.
+/// to the fake (no luck involved: nothing else is listed); chunks `0..landed` of `data` land,
+/// the next one is half sent when the fake dies (the connection carrying it drops with it),
+/// and this returns the running get once the GCS has declared the fake DEAD. Whatever
+/// completes the object from here on cannot come from the fake: its port is closed, its
+/// connections cut.
 fn source_dies_mid_object(
     dir: &TestDir,
     head: &Node,
     id: ObjectId,
     data: &[u8],
+    landed: usize,
     get_timeout: Duration,
 ) -> std::thread::JoinHandle<Option<Vec<u8>>> {
     let token = head.ready.token();
@@ -404,11 +407,13 @@ fn source_dies_mid_object(
     let getter = get_in_thread(head, id, get_timeout);
     assert_eq!(fake.next_pull(), id);
     let mut om = BlockingClient::new(head.ready.object_manager_address, token.clone());
-    Chunk::of(id, fake.node_id, data, 0).push(&mut om).expect("chunk 0 lands");
-    let chunk_1 = Chunk::of(id, fake.node_id, data, 1).push_half(head.ready.object_manager_address, &token);
+    for i in 0..landed {
+        Chunk::of(id, fake.node_id, data, i).push(&mut om).unwrap_or_else(|e| panic!("chunk {i}: {e}"));
+    }
+    let cut = Chunk::of(id, fake.node_id, data, landed).push_half(head.ready.object_manager_address, &token);
     let fake_id = fake.node_id.to_string();
     fake.die();
-    drop(chunk_1);
+    drop(cut);
     dir.wait_state(&fake_id, "DEAD", Duration::from_secs(20));
     getter
 }
@@ -421,7 +426,7 @@ fn a_source_that_dies_mid_object_is_replaced_by_a_copy_on_another_node() {
         let b = dir.start(&NodeOpts::join(head.ready.gcs_address).fast_heartbeat());
         let data = pattern(2 * CHUNK + 12345, 9);
         let id = ObjectId::random();
-        let getter = source_dies_mid_object(&dir, &head, id, &data, Duration::from_secs(30));
+        let getter = source_dies_mid_object(&dir, &head, id, &data, 1, Duration::from_secs(30));
         // The pull outlives its source (the fetch timeout is the default minute) and waits
         // for another copy; node B's is the only one that can finish it.
         assert!(!getter.is_finished(), "the get ended when the source died");
@@ -441,7 +446,7 @@ fn a_source_that_dies_mid_object_with_no_copy_left_fails_after_the_fetch_timeout
         let data = pattern(2 * CHUNK + 12345, 10);
         let id = ObjectId::random();
         let started = Instant::now();
-        let getter = source_dies_mid_object(&dir, &head, id, &data, Duration::from_secs(60));
+        let getter = source_dies_mid_object(&dir, &head, id, &data, 1, Duration::from_secs(60));
         // The get's reply says only that the object is missing (ObjectSpec.found): why
         // (`NoLocation` after the fetch timeout) reaches the raylet's log, not the client.
         assert!(getter.join().unwrap().is_none(), "no copy is left, yet the get returned the object");
@@ -461,6 +466,27 @@ fn a_source_that_dies_mid_object_with_no_copy_left_fails_after_the_fetch_timeout
             }
         });
         head.assert_no_panic();
+    });
+}
+
+/// A pull resumed from a new source when more than that source's first push window (256 MiB
+/// in flight) is already here: the new push starts at chunk 0, and the puller turning those
+/// duplicates down must not end the push before it reaches the missing chunks.
+#[test]
+fn a_pull_resumed_with_more_than_a_push_window_already_here_completes() {
+    with_timeout(Duration::from_secs(120), || {
+        let dir = TestDir::new();
+        let store = ["--object-store-memory", "335544320"];
+        let head = dir.start(&NodeOpts::head().fast_heartbeat().args(store));
+        let b = dir.start(&NodeOpts::join(head.ready.gcs_address).fast_heartbeat().args(store));
+        let data = pattern(60 * CHUNK, 11);
+        let id = ObjectId::random();
+        let getter = source_dies_mid_object(&dir, &head, id, &data, 52, Duration::from_secs(30));
+        LocalClient::connect_driver(&b.ready.socket).unwrap().put_with_id(id, &data).unwrap();
+        let got = getter.join().unwrap().expect("the pull completes from node B's copy");
+        assert!(got == data, "received bytes differ from what was put");
+        head.assert_no_panic();
+        b.assert_no_panic();
     });
 }
 

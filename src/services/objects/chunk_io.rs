@@ -7,6 +7,7 @@ use crate::logic::transfer::chunks::ChunkHeader;
 use crate::rpc::conn::Trailer;
 use crate::rpc::server::TrailerSink;
 use crate::rpc::Status;
+use crate::rpc::{Code, RpcError};
 use crate::shard::msg::{Rep, Req};
 use crate::shard::route::owner_of_object;
 use crate::shard::Shard;
@@ -32,7 +33,10 @@ impl Trailer for ArenaChunk {
     }
 }
 
-/// Sends one chunk from this shard; true if the puller accepted it.
+/// Sends one chunk from this shard; true unless the send failed. A chunk the puller read
+/// and turned down as not wanted (already received, being received from another source,
+/// or no longer pulled) counts as sent: ending the push there would strand a pull resumed
+/// from this node, whose new push starts at chunk 0 with chunks the puller already has.
 pub async fn send(shard: &Rc<Shard>, job: ChunkJob) -> bool {
     let Some(store) = super::local_store(shard) else { return false };
     if store.arena.bytes(job.offset, job.len).is_err() {
@@ -54,7 +58,11 @@ pub async fn send(shard: &Rc<Shard>, job: ChunkJob) -> bool {
     if let Err(e) = &r {
         tracing::debug!(addr = %job.addr, "chunk push failed: {e}");
     }
-    r.is_ok()
+    match r {
+        Ok(_) => true,
+        Err(RpcError::Status(s)) => s.code == Code::FailedPrecondition,
+        Err(_) => false,
+    }
 }
 
 async fn claim(shard: &Rc<Shard>, id: ObjectId, from: NodeId, header: ChunkHeader) -> Result<Option<u64>, String> {
