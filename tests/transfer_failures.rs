@@ -549,6 +549,7 @@ fn a_get_of_an_object_whose_only_holder_died_fails_after_the_fetch_timeout() {
         let took = started.elapsed();
         assert!(!out.status.success(), "get of a lost object must fail");
         assert!(out.stderr.contains("not available"), "clear error expected, got: {}", out.stderr);
+        assert!(out.stderr.contains("gave up fetching"), "the error says the node gave up: {}", out.stderr);
         assert!(took < Duration::from_secs(30), "the get must end after --fetch-timeout-ms, not its minute: {took:?}");
         b.assert_no_panic();
     });

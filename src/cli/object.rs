@@ -30,10 +30,19 @@ pub fn run(cmd: &ObjectCommand) -> Result<(), String> {
         ObjectCommand::Get { id, socket: s, output, timeout_ms, temp_dir } => {
             let id = ObjectId::from_hex(id).map_err(|e| e.to_string())?;
             let mut c = connect(&socket(s, temp_dir))?;
+            let began = std::time::Instant::now();
             let views =
                 c.get(&[id], Some(Duration::from_millis(*timeout_ms))).map_err(|e| format!("get failed: {e}"))?;
             let Some(v) = views.into_iter().next().flatten() else {
-                return Err(format!("object {id} is not available: no copy found on any node within {timeout_ms} ms"));
+                // The node gives up before the timeout when its pull failed (no copy left
+                // anywhere for the fetch timeout); say which of the two happened.
+                let waited = began.elapsed();
+                let why = if waited < Duration::from_millis(*timeout_ms) {
+                    format!("the node gave up fetching it after {} ms (no copy it could pull from)", waited.as_millis())
+                } else {
+                    format!("no copy appeared on any node within {timeout_ms} ms")
+                };
+                return Err(format!("object {id} is not available: {why}"));
             };
             match output {
                 Some(path) => std::fs::write(path, &v[..]).map_err(|e| format!("{}: {e}", path.display()))?,
