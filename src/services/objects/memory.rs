@@ -4,11 +4,11 @@
 //!
 //! Under pressure a create first evicts this shard's least recently used unreferenced
 //! copies and gives its empty slabs back to the arena, then asks the other shards to do
-//! the same, then spills pinned primaries everywhere,
-//! and retries every 10 ms until the full-store wait (`oom_grace_period_s`, 5 s) ends; only
-//! then does it fail with
+//! the same, then spills pinned primaries everywhere, and retries every 10 ms until the
+//! full-store wait (`oom_grace_period_s`, 5 s) ends; only then does it fail with
 //! `ObjectStoreFull`. The requesting shard drives all of it, so shard 0 never awaits a
-//! call while serving one (the DAG rule of `lib.rs`).
+//! call while serving one (the DAG rule of `lib.rs`). Pinned primaries also spill in the
+//! background once shard 0's arena is fuller than `object_spilling_threshold` (0.8).
 
 use super::msg::{ObjRep, ObjReq};
 use super::store::ShardStore;
