@@ -110,6 +110,21 @@ impl FakePeer {
             .unwrap();
     }
 
+    /// Claims the only copy of `id` (`size` bytes), starts a get of it on `head` and waits
+    /// for the head's Pull; returns the get and a client to push chunks to the head with.
+    fn offer(
+        &mut self,
+        head: &Node,
+        id: ObjectId,
+        size: usize,
+        get_timeout: Duration,
+    ) -> (std::thread::JoinHandle<Option<Vec<u8>>>, BlockingClient) {
+        self.claim(id, size as u64);
+        let getter = get_in_thread(head, id, get_timeout);
+        assert_eq!(self.next_pull(), id);
+        (getter, BlockingClient::new(head.ready.object_manager_address, head.ready.token()))
+    }
+
     fn next_pull(&self) -> ObjectId {
         self.pulls.recv_timeout(Duration::from_secs(20)).expect("the puller sends a Pull")
     }
@@ -297,10 +312,7 @@ fn bad_chunks_are_refused_and_good_ones_complete_the_pull() {
         let mut fake = FakePeer::register(head.ready.gcs_address, &token);
         let data = pattern(2 * CHUNK + 12345, 2);
         let id = ObjectId::random();
-        fake.claim(id, data.len() as u64);
-        let getter = get_in_thread(&head, id, Duration::from_secs(60));
-        assert_eq!(fake.next_pull(), id);
-        let mut om = BlockingClient::new(head.ready.object_manager_address, token);
+        let (getter, mut om) = fake.offer(&head, id, data.len(), Duration::from_secs(60));
         let mut bad = Chunk::of(id, fake.node_id, &data, 0);
         bad.crc ^= 1;
         refused(bad.push(&mut om), "wrong checksum");
@@ -331,10 +343,7 @@ fn a_push_cut_mid_chunk_is_retried_and_completes() {
         let mut fake = FakePeer::register(head.ready.gcs_address, &token);
         let data = pattern(CHUNK + 4096, 3);
         let id = ObjectId::random();
-        fake.claim(id, data.len() as u64);
-        let getter = get_in_thread(&head, id, Duration::from_secs(60));
-        assert_eq!(fake.next_pull(), id);
-        let mut om = BlockingClient::new(head.ready.object_manager_address, token.clone());
+        let (getter, mut om) = fake.offer(&head, id, data.len(), Duration::from_secs(60));
         Chunk::of(id, fake.node_id, &data, 0).push(&mut om).unwrap();
         // Chunk 1: the header and half of the bytes, then the connection drops.
         drop(Chunk::of(id, fake.node_id, &data, 1).push_half(head.ready.object_manager_address, &token));
@@ -361,10 +370,7 @@ fn the_chunk_size_of_the_heads_system_config_lays_out_every_transfer_in_the_clus
         let mut fake = FakePeer::register(head.ready.gcs_address, &token);
         let data = pattern(3 * SMALL + 777, 6);
         let id = ObjectId::random();
-        fake.claim(id, data.len() as u64);
-        let getter = get_in_thread(&head, id, Duration::from_secs(60));
-        assert_eq!(fake.next_pull(), id);
-        let mut om = BlockingClient::new(head.ready.object_manager_address, token);
+        let (getter, mut om) = fake.offer(&head, id, data.len(), Duration::from_secs(60));
         refused(Chunk::of(id, fake.node_id, &data, 0).push(&mut om), "a chunk of the default size");
         for i in 0..4 {
             Chunk::sized(id, fake.node_id, &data, i, SMALL).push(&mut om).unwrap_or_else(|e| panic!("chunk {i}: {e}"));
@@ -403,10 +409,7 @@ fn source_dies_mid_object(
 ) -> std::thread::JoinHandle<Option<Vec<u8>>> {
     let token = head.ready.token();
     let mut fake = FakePeer::register(head.ready.gcs_address, &token);
-    fake.claim(id, data.len() as u64);
-    let getter = get_in_thread(head, id, get_timeout);
-    assert_eq!(fake.next_pull(), id);
-    let mut om = BlockingClient::new(head.ready.object_manager_address, token.clone());
+    let (getter, mut om) = fake.offer(head, id, data.len(), get_timeout);
     for i in 0..landed {
         Chunk::of(id, fake.node_id, data, i).push(&mut om).unwrap_or_else(|e| panic!("chunk {i}: {e}"));
     }

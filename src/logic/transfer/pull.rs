@@ -367,6 +367,11 @@ impl PullQueue {
         })
     }
 
+    /// The chunk size pulls starting now lay objects out with.
+    pub fn chunk_size(&self) -> u64 {
+        self.config.chunk_size
+    }
+
     /// Lays out objects whose pull starts from now on in chunks of `chunk_size` bytes (the
     /// cluster's configured size, learnt when the node registers).
     pub fn set_chunk_size(&mut self, chunk_size: u64) -> Result<(), PullError> {

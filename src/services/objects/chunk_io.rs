@@ -170,9 +170,8 @@ pub fn accept(shard: Rc<Shard>, len: u64, payload: Vec<u8>) -> BoxedLocal<Result
     Box::pin(async move {
         let req = PushRequest::decode(payload.as_slice()).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let store = super::local_store(&shard).ok_or_else(|| Status::unavailable("store not started"))?;
-        let inc = parse(&req, len, store.transfer.chunk_size.get())?;
+        let inc = parse(&req, len, store.transfer.chunk_size())?;
         let arena = store.arena.clone();
-        drop(store);
         match claim(&shard, inc.id, inc.from, inc.header).await {
             Ok(Some(offset)) => {
                 // The sink owns the claim from here: dropped unfinished (also on the check
@@ -193,8 +192,7 @@ pub fn accept(shard: Rc<Shard>, len: u64, payload: Vec<u8>) -> BoxedLocal<Result
 /// A Push whose chunk is empty (a zero-byte object) arrives without a trailer.
 pub async fn push_empty(shard: &Rc<Shard>, req: PushRequest) -> Result<PushReply, Status> {
     let store = super::local_store(shard).ok_or_else(|| Status::unavailable("store not started"))?;
-    let inc = parse(&req, 0, store.transfer.chunk_size.get())?;
-    drop(store);
+    let inc = parse(&req, 0, store.transfer.chunk_size())?;
     match claim(shard, inc.id, inc.from, inc.header).await {
         Ok(Some(_)) => {
             // Nothing to check: an empty chunk has no trailer and so no footer.

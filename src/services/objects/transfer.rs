@@ -49,8 +49,6 @@ pub struct Transfer {
     abort_after_writes: RefCell<HashSet<ObjectId>>,
     /// Objects whose pull failed, with why (a get returns them missing).
     pub failed: RefCell<HashMap<ObjectId, String>>,
-    /// The cluster's chunk size (`set_chunk_size`), which chunks pushed here must have.
-    pub chunk_size: Cell<u64>,
 }
 
 impl Transfer {
@@ -84,16 +82,18 @@ impl Transfer {
             writing: RefCell::new(HashMap::new()),
             abort_after_writes: RefCell::new(HashSet::new()),
             failed: RefCell::new(HashMap::new()),
-            chunk_size: Cell::new(DEFAULT_CHUNK_SIZE),
         }
     }
 
     /// Takes the cluster's chunk size for the transfers that start from now on.
     pub fn set_chunk_size(&self, chunk_size: u64) -> Result<(), String> {
         self.pull.borrow_mut().set_chunk_size(chunk_size).map_err(|e| e.to_string())?;
-        self.push.borrow_mut().set_chunk_size(chunk_size).map_err(|e| e.to_string())?;
-        self.chunk_size.set(chunk_size);
-        Ok(())
+        self.push.borrow_mut().set_chunk_size(chunk_size).map_err(|e| e.to_string())
+    }
+
+    /// The cluster's chunk size, which chunks pushed here must have.
+    pub fn chunk_size(&self) -> u64 {
+        self.pull.borrow().chunk_size()
     }
 
     /// Replaces the peer directory (object manager addresses of alive nodes).
