@@ -6,7 +6,7 @@
 
 use crate::ids::NodeId;
 use crate::logic::gcs::kv::Kv;
-use crate::logic::gcs::nodes::{Heartbeat, NodeState, NodeTable};
+use crate::logic::gcs::nodes::{Check, Heartbeat, NodeState, NodeTable};
 use crate::rpc::Status;
 use crate::wire::rpc::*;
 use futures_channel::oneshot;
@@ -38,12 +38,13 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl GcsServer {
-    /// A GCS whose failure detector declares nodes dead after `timeout`.
-    pub fn new(timeout: Duration, system_config: &str, gcs_id: NodeId) -> Rc<Self> {
+    /// A GCS whose failure detector declares nodes dead after `timeout` without heartbeats,
+    /// counting only time in which it ran at least once per heartbeat `period`.
+    pub fn new(timeout: Duration, period: Duration, system_config: &str, gcs_id: NodeId) -> Rc<Self> {
         let mut kv = Kv::default();
         kv.put(CONFIG_NS, CONFIG_KEY, system_config.as_bytes().to_vec(), true);
         Rc::new(Self {
-            nodes: RefCell::new(NodeTable::new(timeout, 1000)),
+            nodes: RefCell::new(NodeTable::new(timeout, period, 1000)),
             kv: RefCell::new(kv),
             resources: RefCell::new(HashMap::new()),
             waiters: RefCell::new(Vec::new()),
@@ -58,16 +59,25 @@ impl GcsServer {
         }
     }
 
-    /// Runs the failure detector until cancelled.
-    pub async fn detect_failures(self: Rc<Self>) {
+    /// Runs the failure detector until cancelled: a check at every node deadline and at
+    /// least every half heartbeat `period`, so that a longer gap means this shard did not
+    /// run (see `logic::gcs::nodes`).
+    pub async fn detect_failures(self: Rc<Self>, period: Duration) {
+        let tick = (period / 2).max(Duration::from_millis(1));
         loop {
             let next = self.nodes.borrow().poll_timeout();
-            let wait = next
-                .map(|t| t.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_millis(200))
-                .clamp(Duration::from_millis(10), Duration::from_millis(200));
+            let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(tick).min(tick);
             glommio::timer::sleep(wait).await;
-            let dead = self.nodes.borrow_mut().handle_timeout(Instant::now());
+            let dead = match self.nodes.borrow_mut().handle_timeout(Instant::now()) {
+                Check::Expired(dead) => dead,
+                Check::Paused(gap) => {
+                    tracing::warn!(
+                        "the failure detector did not run for {gap:?} (this process was stopped or its shard \
+                         stalled): every node's heartbeat deadline restarts now"
+                    );
+                    Vec::new()
+                }
+            };
             if !dead.is_empty() {
                 for id in &dead {
                     tracing::warn!(node = %id, "node missed its heartbeats: marked DEAD");

@@ -41,7 +41,9 @@ impl NodeServices {
     /// metrics endpoint, local socket).
     pub async fn create(shard: &Rc<Shard>) -> Result<Rc<Self>, String> {
         let cfg = &shard.cfg;
-        let gcs = cfg.head.then(|| GcsServer::new(cfg.heartbeat_timeout, &cfg.system_config, shard.node_id));
+        let gcs = cfg
+            .head
+            .then(|| GcsServer::new(cfg.heartbeat_timeout, cfg.heartbeat_period, &cfg.system_config, shard.node_id));
         let gcs_pgs = gcs.as_ref().map(|g| super::sched::gcs_pg::GcsPlacementGroups::new(g.clone(), shard));
         let node = Rc::new(Self {
             clients: ClientTable::new(shard.node_id),
@@ -157,7 +159,8 @@ impl NodeServices {
     /// the GCS failure detector.
     pub fn start_periodic(self: &Rc<Self>, shard: &Rc<Shard>) {
         if let Some(gcs) = &self.gcs {
-            shard.keep(glommio::spawn_local(gcs.clone().detect_failures()).detach());
+            let period = shard.cfg.heartbeat_period;
+            shard.keep(glommio::spawn_local(gcs.clone().detect_failures(period)).detach());
             let period = shard.cfg.sched.gcs_resource_poll_period;
             let sync = super::sched::gcs_sync::poll_and_broadcast(gcs.clone(), shard.clone(), period);
             shard.keep(glommio::spawn_local(sync).detach());
