@@ -41,10 +41,17 @@ impl NodeServices {
     /// metrics endpoint, local socket).
     pub async fn create(shard: &Rc<Shard>) -> Result<Rc<Self>, String> {
         let cfg = &shard.cfg;
-        let gcs = cfg
-            .head
-            .then(|| GcsServer::new(cfg.heartbeat_timeout, cfg.heartbeat_period, &cfg.system_config, shard.node_id));
-        let gcs_pgs = gcs.as_ref().map(|g| super::sched::gcs_pg::GcsPlacementGroups::new(g.clone(), shard));
+        let limits = crate::config::GcsLimits::of(&cfg.system_config).map_err(|e| e.to_string())?;
+        let gcs = match cfg.head {
+            true => {
+                let (timeout, period, id) = (cfg.heartbeat_timeout, cfg.heartbeat_period, shard.node_id);
+                let gcs = GcsServer::new(timeout, period, &cfg.system_config, limits, id, shard.metrics.clone())
+                    .map_err(|e| format!("--system-config: {e}"))?;
+                Some(gcs)
+            }
+            false => None,
+        };
+        let gcs_pgs = gcs.as_ref().map(|g| super::sched::gcs_pg::GcsPlacementGroups::new(g.clone(), shard, limits));
         let node = Rc::new(Self {
             clients: ClientTable::new(shard.node_id),
             gcs,
