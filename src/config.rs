@@ -56,10 +56,12 @@ impl Default for GcsLimits {
     }
 }
 
+/// Where a [`GcsLimits`] key is stored.
+type LimitField = fn(&mut GcsLimits) -> &mut usize;
+
 impl GcsLimits {
-    /// Every key, its setter and its default, so the README, the parser and the tests
-    /// agree.
-    const KEYS: [(&'static str, fn(&mut Self) -> &mut usize); 7] = [
+    /// Every key and the field it sets.
+    const KEYS: [(&'static str, LimitField); 7] = [
         ("gcs_max_long_polls", |l| &mut l.max_long_polls),
         ("gcs_kv_max_entries", |l| &mut l.kv_max_entries),
         ("gcs_kv_max_value_bytes", |l| &mut l.kv_max_value_bytes),
