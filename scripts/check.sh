@@ -7,8 +7,8 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo clippy --all-targets --features failpoints -- -D warnings"
+cargo clippy --locked --all-targets --features failpoints -- -D warnings
 echo "== scripts/gen-schemas.sh --check"
 scripts/gen-schemas.sh --check
 echo "== scripts/test.sh"

@@ -12,5 +12,8 @@ cd "$(dirname "$0")/.."
 # lift the shell's too where allowed (root, or a generous hard limit).
 ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
-cargo build --release --locked --bins
-cargo test --release --locked "$@"
+# Both steps use the same features, so the crate is compiled once for them: the
+# `failpoints` feature adds the test-only fault triggers (src/failpoint.rs) that
+# tests/shard_panic.rs arms. `cargo build --release` without it is the binary users run.
+cargo build --release --locked --features failpoints --bins
+cargo test --release --locked --features failpoints "$@"

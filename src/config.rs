@@ -20,6 +20,75 @@ pub const SPILLING_THRESHOLD_KEY: &str = "object_spilling_threshold";
 /// Ray's key for how long a create that finds the store full keeps waiting for room.
 pub const FULL_TIMEOUT_KEY: &str = "oom_grace_period_s";
 
+/// The GCS's caps on state its clients add (head only), from the head's system config;
+/// each key is named after what it bounds. Ray has none of these as settings (its bounds
+/// are the gRPC message size and the dead-node cache), so the names are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GcsLimits {
+    /// Long-polls waiting at once, per table (`gcs_max_long_polls`).
+    pub max_long_polls: usize,
+    /// KV entries (`gcs_kv_max_entries`).
+    pub kv_max_entries: usize,
+    /// Bytes of one KV value (`gcs_kv_max_value_bytes`).
+    pub kv_max_value_bytes: usize,
+    /// Bytes of every KV key and value together (`gcs_kv_max_total_bytes`).
+    pub kv_max_total_bytes: usize,
+    /// Locations in the object directory: copies on nodes plus spilled copies
+    /// (`gcs_object_directory_max_locations`).
+    pub max_locations: usize,
+    /// Placement groups not removed (`gcs_max_placement_groups`).
+    pub max_placement_groups: usize,
+    /// Bundles in one placement group (`gcs_max_bundles_per_placement_group`).
+    pub max_bundles_per_group: usize,
+}
+
+impl Default for GcsLimits {
+    fn default() -> Self {
+        Self {
+            max_long_polls: 10_000,
+            kv_max_entries: 100_000,
+            kv_max_value_bytes: 8 << 20,
+            kv_max_total_bytes: 512 << 20,
+            max_locations: 1_000_000,
+            max_placement_groups: 10_000,
+            max_bundles_per_group: 1_000,
+        }
+    }
+}
+
+/// Where a [`GcsLimits`] key is stored.
+type LimitField = fn(&mut GcsLimits) -> &mut usize;
+
+impl GcsLimits {
+    /// Every key and the field it sets.
+    const KEYS: [(&'static str, LimitField); 7] = [
+        ("gcs_max_long_polls", |l| &mut l.max_long_polls),
+        ("gcs_kv_max_entries", |l| &mut l.kv_max_entries),
+        ("gcs_kv_max_value_bytes", |l| &mut l.kv_max_value_bytes),
+        ("gcs_kv_max_total_bytes", |l| &mut l.kv_max_total_bytes),
+        ("gcs_object_directory_max_locations", |l| &mut l.max_locations),
+        ("gcs_max_placement_groups", |l| &mut l.max_placement_groups),
+        ("gcs_max_bundles_per_placement_group", |l| &mut l.max_bundles_per_group),
+    ];
+
+    /// The limits `system_config` sets; each must be a whole number of at least 1.
+    pub fn of(system_config: &str) -> Result<Self, ConfigError> {
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(system_config)
+            .map_err(|e| ConfigError(format!("the system config is not a JSON object: {e}")))?;
+        let mut out = Self::default();
+        for (key, field) in Self::KEYS {
+            if let Some(v) = map.get(key) {
+                *field(&mut out) = v
+                    .as_u64()
+                    .filter(|n| *n >= 1)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| ConfigError(format!("{key} must be a whole number of at least 1, not {v}")))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// The object plane's cluster-wide settings, from the head's system config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ObjectPlaneConfig {
@@ -128,6 +197,9 @@ pub struct SchedConfig {
     pub agent_register_timeout: Duration,
     /// GCS (head): how often it pulls every raylet's resource report.
     pub gcs_resource_poll_period: Duration,
+    /// Lease requests this node holds undecided (queued, infeasible, waiting for their
+    /// arguments or a worker); more are refused with `ResourceExhausted`.
+    pub max_queued_leases: usize,
 }
 
 impl Default for SchedConfig {
@@ -146,6 +218,7 @@ impl Default for SchedConfig {
             agent_restart_interval: Duration::from_secs(1),
             agent_register_timeout: Duration::from_secs(30),
             gcs_resource_poll_period: Duration::from_millis(100),
+            max_queued_leases: 100_000,
         }
     }
 }
@@ -222,6 +295,10 @@ impl NodeConfig {
             return err("--system-config must be a JSON object");
         }
         self.object_plane_of(&self.system_config)?;
+        GcsLimits::of(&self.system_config)?;
+        if self.sched.max_queued_leases == 0 {
+            return err("--max-queued-leases must be at least 1");
+        }
         Ok(())
     }
 

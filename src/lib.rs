@@ -29,6 +29,7 @@
 //! - [`process`]: spawning and signalling worker and agent processes.
 //! - [`worker`]: the default worker process (`raylet worker`).
 //! - [`cli`], [`config`], [`telemetry`], [`metrics`], [`ids`], [`wire`].
+//! - [`failpoint`]: test-only fault triggers (the `failpoints` feature).
 
 #![warn(missing_docs)]
 
@@ -36,6 +37,7 @@ pub mod checksum;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod failpoint;
 pub mod ids;
 pub mod local;
 pub mod logic;

@@ -63,5 +63,6 @@ fn start(args: &raylet::cli::args::StartArgs) -> i32 {
         return report(Err(e.to_string()));
     }
     raylet::telemetry::init_node(&cfg.logs_dir());
+    raylet::shard::bootstrap::end_process_on_panic();
     raylet::shard::bootstrap::run(cfg)
 }

@@ -81,6 +81,8 @@ pub struct ShardMetrics {
     pub rpc_connections: AtomicU64,
     /// Open local connections.
     pub local_connections: AtomicU64,
+    /// Long-polls waiting on the GCS's tables (shard 0 of the head).
+    pub long_poll_waiters: AtomicU64,
     calls: Vec<AtomicU64>,
     errors: Vec<AtomicU64>,
     buckets: Vec<AtomicU64>,
@@ -98,6 +100,7 @@ impl ShardMetrics {
             local_frames_out: AtomicU64::new(0),
             rpc_connections: AtomicU64::new(0),
             local_connections: AtomicU64::new(0),
+            long_poll_waiters: AtomicU64::new(0),
             calls: zeros(SERVICES * METHODS),
             errors: zeros(ErrorKind::ALL.len()),
             buckets: zeros(BUCKETS_US.len() + 1),
@@ -169,6 +172,9 @@ impl Metrics {
         });
         gauge(&mut out, "rpc_connections", "Open TCP connections", "gauge", &|s| s.rpc_connections.load(Relaxed));
         gauge(&mut out, "local_connections", "Open local connections", "gauge", &|s| s.local_connections.load(Relaxed));
+        gauge(&mut out, "long_poll_waiters", "Long-polls waiting on GCS tables", "gauge", &|s| {
+            s.long_poll_waiters.load(Relaxed)
+        });
 
         let _ = writeln!(out, "# HELP raylet_rpc_calls_total RPCs served\n# TYPE raylet_rpc_calls_total counter");
         for (i, s) in self.shards.iter().enumerate() {

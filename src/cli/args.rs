@@ -264,6 +264,10 @@ pub struct StartArgs {
     /// A pull with no copy of the object anywhere fails after this many ms.
     #[arg(long, default_value_t = 60_000)]
     pub fetch_timeout_ms: u64,
+    /// Lease requests this node holds undecided at once; more are refused
+    /// (ResourceExhausted).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_queued_leases: usize,
 }
 
 fn split_command(flag: &str, cmd: &Option<String>) -> Result<Vec<String>, String> {
@@ -294,6 +298,7 @@ impl StartArgs {
             agent_restart_interval: Duration::from_millis(self.agent_restart_interval_ms.max(1)),
             agent_register_timeout: seconds("--agent-register-timeout-s", self.agent_register_timeout_s)?,
             gcs_resource_poll_period: Duration::from_millis(self.gcs_resource_poll_period_ms),
+            max_queued_leases: self.max_queued_leases,
             ..Default::default()
         })
     }

@@ -166,10 +166,19 @@ impl OutFrame {
     }
 }
 
+/// Most bytes of frame heads (header and payload; trailers live in the store and are
+/// bounded by the transfer windows) queued on one connection.
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
+
 /// The write side of a connection, shared by every task that replies on it. The first
 /// sender to find it idle writes its frame itself, then any frames other tasks queued
 /// meanwhile, in order; a sender that finds a write in progress only queues. So a reply
 /// costs no extra task switch, and frames never interleave.
+///
+/// The queue is bounded by [`MAX_QUEUED_BYTES`]: a sender that would pass it waits until
+/// frames ahead of it are written. A server's read loop sends its inline replies itself,
+/// so a peer that sends requests without reading the replies stops being read, instead
+/// of growing the queue without bound.
 #[derive(Clone)]
 pub struct FrameSender {
     inner: Rc<WriterInner>,
@@ -177,9 +186,18 @@ pub struct FrameSender {
 
 struct WriterInner {
     w: RefCell<Option<Box<dyn AsyncWrite + Unpin>>>,
-    queue: RefCell<std::collections::VecDeque<OutFrame>>,
+    queue: RefCell<std::collections::VecDeque<(OutFrame, u64)>>,
+    /// Units are queued head bytes; closed with the writer, which wakes waiting senders.
+    room: glommio::sync::Semaphore,
     closed: std::cell::Cell<bool>,
     on_bytes: Box<dyn Fn(usize)>,
+}
+
+impl WriterInner {
+    fn close(&self) {
+        self.closed.set(true);
+        self.room.close();
+    }
 }
 
 impl std::fmt::Debug for FrameSender {
@@ -188,11 +206,11 @@ impl std::fmt::Debug for FrameSender {
     }
 }
 
-struct CloseOnDrop<'a>(&'a std::cell::Cell<bool>);
+struct CloseOnDrop<'a>(&'a WriterInner);
 
 impl Drop for CloseOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.set(true);
+        self.0.close();
     }
 }
 
@@ -208,6 +226,7 @@ impl FrameSender {
             inner: Rc::new(WriterInner {
                 w: RefCell::new(Some(Box::new(w))),
                 queue: RefCell::new(std::collections::VecDeque::new()),
+                room: glommio::sync::Semaphore::new(MAX_QUEUED_BYTES as u64),
                 closed: std::cell::Cell::new(false),
                 on_bytes: Box::new(on_bytes),
             }),
@@ -215,20 +234,22 @@ impl FrameSender {
     }
 
     /// Sends a frame: written now if the connection is idle, else queued behind the write
-    /// in progress (whose sender writes it).
+    /// in progress (whose sender writes it), after waiting for room in the queue.
     pub async fn send(&self, f: OutFrame) -> Result<(), WriterClosed> {
         if self.inner.closed.get() {
             return Err(WriterClosed);
         }
-        self.inner.queue.borrow_mut().push_back(f);
+        let units = f.head.len().min(MAX_QUEUED_BYTES) as u64;
+        self.inner.room.acquire(units).await.map_err(|_| WriterClosed)?;
+        self.inner.queue.borrow_mut().push_back((f, units));
         // Taking the writer out of the cell means no borrow is held across the awaits.
         let Some(mut w) = self.inner.w.borrow_mut().take() else { return Ok(()) };
         // If this task is cancelled mid-write, the writer is gone with it: mark the
         // connection closed so later senders fail instead of queueing forever.
-        let guard = CloseOnDrop(&self.inner.closed);
+        let guard = CloseOnDrop(&self.inner);
         loop {
             let next = self.inner.queue.borrow_mut().pop_front();
-            let Some(f) = next else { break };
+            let Some((f, units)) = next else { break };
             let mut res = w.write_all(&f.head).await;
             let mut n = f.head.len();
             if let (Ok(()), Some(t)) = (&res, &f.trailer) {
@@ -236,8 +257,9 @@ impl FrameSender {
                 n += t.bytes().len() + TRAILER_CRC_LEN;
             }
             (self.inner.on_bytes)(n);
+            self.inner.room.signal(units);
             if res.is_err() {
-                self.inner.closed.set(true);
+                self.inner.close();
                 self.inner.queue.borrow_mut().clear();
                 let _ = w.close().await;
                 return Err(WriterClosed);
@@ -250,7 +272,7 @@ impl FrameSender {
 
     /// Closes the write side (after whatever is queued when no write is in progress).
     pub async fn close(&self) {
-        self.inner.closed.set(true);
+        self.inner.close();
         let w = self.inner.w.borrow_mut().take();
         if let Some(mut w) = w {
             let _ = w.close().await;

@@ -4,12 +4,14 @@
 //! Raylets learn of joins and deaths by long-polling `GetAllNodeInfo` with the version they
 //! know; the call returns as soon as the table changes.
 
+use super::long_poll::LongPolls;
+use crate::config::GcsLimits;
 use crate::ids::NodeId;
-use crate::logic::gcs::kv::Kv;
-use crate::logic::gcs::nodes::{Heartbeat, NodeState, NodeTable};
+use crate::logic::gcs::kv::{Kv, KvError, KvLimits};
+use crate::logic::gcs::nodes::{Check, Heartbeat, NodeState, NodeTable};
+use crate::metrics::Metrics;
 use crate::rpc::Status;
 use crate::wire::rpc::*;
-use futures_channel::oneshot;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -26,7 +28,7 @@ pub struct GcsServer {
     nodes: RefCell<NodeTable<GcsNodeInfo>>,
     kv: RefCell<Kv>,
     resources: RefCell<HashMap<NodeId, ResourcesData>>,
-    waiters: RefCell<Vec<oneshot::Sender<()>>>,
+    waiters: LongPolls,
     /// The GCS's own id (CheckAlive).
     pub gcs_id: NodeId,
     /// The object directory.
@@ -38,36 +40,56 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl GcsServer {
-    /// A GCS whose failure detector declares nodes dead after `timeout`.
-    pub fn new(timeout: Duration, system_config: &str, gcs_id: NodeId) -> Rc<Self> {
-        let mut kv = Kv::default();
-        kv.put(CONFIG_NS, CONFIG_KEY, system_config.as_bytes().to_vec(), true);
-        Rc::new(Self {
-            nodes: RefCell::new(NodeTable::new(timeout, 1000)),
+    /// A GCS whose failure detector declares nodes dead after `timeout` without heartbeats,
+    /// counting only time in which it ran at least once per heartbeat `period`, and whose
+    /// tables stay within `limits`.
+    pub fn new(
+        timeout: Duration,
+        period: Duration,
+        system_config: &str,
+        limits: GcsLimits,
+        gcs_id: NodeId,
+        metrics: Metrics,
+    ) -> Result<Rc<Self>, KvError> {
+        let mut kv = Kv::new(KvLimits {
+            max_entries: limits.kv_max_entries,
+            max_value_bytes: limits.kv_max_value_bytes,
+            max_total_bytes: limits.kv_max_total_bytes,
+        });
+        kv.put(CONFIG_NS, CONFIG_KEY, system_config.as_bytes().to_vec(), true)?;
+        Ok(Rc::new(Self {
+            nodes: RefCell::new(NodeTable::new(timeout, period, 1000)),
             kv: RefCell::new(kv),
             resources: RefCell::new(HashMap::new()),
-            waiters: RefCell::new(Vec::new()),
+            waiters: LongPolls::new("node table", limits.max_long_polls, metrics.clone()),
             gcs_id,
-            objects: Rc::default(),
-        })
+            objects: Rc::new(super::gcs_objects::ObjectDirectoryServer::new(limits, metrics)),
+        }))
     }
 
     fn changed(&self) {
-        for w in self.waiters.borrow_mut().drain(..) {
-            let _ = w.send(());
-        }
+        self.waiters.notify();
     }
 
-    /// Runs the failure detector until cancelled.
-    pub async fn detect_failures(self: Rc<Self>) {
+    /// Runs the failure detector until cancelled: a check at every node deadline and at
+    /// least every half heartbeat `period`, so that a longer gap means this shard did not
+    /// run (see `logic::gcs::nodes`).
+    pub async fn detect_failures(self: Rc<Self>, period: Duration) {
+        let tick = (period / 2).max(Duration::from_millis(1));
         loop {
             let next = self.nodes.borrow().poll_timeout();
-            let wait = next
-                .map(|t| t.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_millis(200))
-                .clamp(Duration::from_millis(10), Duration::from_millis(200));
+            let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(tick).min(tick);
             glommio::timer::sleep(wait).await;
-            let dead = self.nodes.borrow_mut().handle_timeout(Instant::now());
+            let dead = match self.nodes.borrow_mut().handle_timeout(Instant::now()) {
+                Check::Expired(dead) => dead,
+                Check::Paused(gap) => {
+                    tracing::warn!(
+                        "the failure detector did not run for {gap:?} (this process was stopped or its shard \
+                         stalled): every node's heartbeat deadline restarts now"
+                    );
+                    Vec::new()
+                }
+            };
             if !dead.is_empty() {
                 for id in &dead {
                     tracing::warn!(node = %id, "node missed its heartbeats: marked DEAD");
@@ -161,13 +183,7 @@ impl node_info_gcs_service::NodeInfoGcsServiceHandler for Rc<GcsServer> {
 
     async fn get_all_node_info(&self, req: GetAllNodeInfoRequest) -> Result<GetAllNodeInfoReply, Status> {
         if req.known_version != 0 && req.known_version == self.nodes.borrow().version() && req.wait_ms > 0 {
-            let (tx, rx) = oneshot::channel();
-            self.waiters.borrow_mut().push(tx);
-            let wait = Duration::from_millis(u64::from(req.wait_ms.min(60_000)));
-            let _ = glommio::timer::timeout(wait, async {
-                rx.await.map_err(|_| glommio::GlommioError::Closed(glommio::ResourceType::Channel(())))
-            })
-            .await;
+            self.waiters.wait(Duration::from_millis(u64::from(req.wait_ms.min(60_000)))).await?;
         }
         Ok(self.snapshot())
     }
@@ -204,7 +220,15 @@ impl internal_kv_gcs_service::InternalKVGcsServiceHandler for Rc<GcsServer> {
     }
 
     async fn internal_kv_put(&self, req: KvPutRequest) -> Result<KvPutReply, Status> {
-        Ok(KvPutReply { added: self.kv.borrow_mut().put(&req.ns, &req.key, req.value, req.overwrite) })
+        match self.kv.borrow_mut().put(&req.ns, &req.key, req.value, req.overwrite) {
+            Ok(added) => Ok(KvPutReply { added }),
+            Err(e @ (KvError::KeyTooLong { .. } | KvError::ValueTooLarge { .. })) => {
+                Err(Status::invalid_argument(e.to_string()))
+            }
+            Err(e @ (KvError::TooManyEntries { .. } | KvError::TooManyBytes { .. })) => {
+                Err(Status::resource_exhausted(e.to_string()))
+            }
+        }
     }
 
     async fn internal_kv_del(&self, req: KvDelRequest) -> Result<KvDelReply, Status> {

@@ -3,6 +3,7 @@
 //! - [`node`]: shard 0's node-wide services (GCS, session, clients, acceptor, metrics).
 //! - [`gcs`]: the embedded GCS (head only).
 //! - [`gcs_objects`]: its object directory.
+//! - [`long_poll`]: readers long-polling a GCS table.
 //! - [`session`]: this node's registration, heartbeats and peer directory.
 //! - [`clients`]: registered workers and drivers.
 //! - [`node_rpc`]: the NodeManagerService handler.
@@ -14,6 +15,7 @@
 pub mod clients;
 pub mod gcs;
 pub mod gcs_objects;
+pub mod long_poll;
 pub mod node;
 pub mod node_rpc;
 pub mod node_stats;

@@ -41,8 +41,17 @@ impl NodeServices {
     /// metrics endpoint, local socket).
     pub async fn create(shard: &Rc<Shard>) -> Result<Rc<Self>, String> {
         let cfg = &shard.cfg;
-        let gcs = cfg.head.then(|| GcsServer::new(cfg.heartbeat_timeout, &cfg.system_config, shard.node_id));
-        let gcs_pgs = gcs.as_ref().map(|g| super::sched::gcs_pg::GcsPlacementGroups::new(g.clone(), shard));
+        let limits = crate::config::GcsLimits::of(&cfg.system_config).map_err(|e| e.to_string())?;
+        let gcs = match cfg.head {
+            true => {
+                let (timeout, period, id) = (cfg.heartbeat_timeout, cfg.heartbeat_period, shard.node_id);
+                let gcs = GcsServer::new(timeout, period, &cfg.system_config, limits, id, shard.metrics.clone())
+                    .map_err(|e| format!("--system-config: {e}"))?;
+                Some(gcs)
+            }
+            false => None,
+        };
+        let gcs_pgs = gcs.as_ref().map(|g| super::sched::gcs_pg::GcsPlacementGroups::new(g.clone(), shard, limits));
         let node = Rc::new(Self {
             clients: ClientTable::new(shard.node_id),
             gcs,
@@ -157,7 +166,8 @@ impl NodeServices {
     /// the GCS failure detector.
     pub fn start_periodic(self: &Rc<Self>, shard: &Rc<Shard>) {
         if let Some(gcs) = &self.gcs {
-            shard.keep(glommio::spawn_local(gcs.clone().detect_failures()).detach());
+            let period = shard.cfg.heartbeat_period;
+            shard.keep(glommio::spawn_local(gcs.clone().detect_failures(period)).detach());
             let period = shard.cfg.sched.gcs_resource_poll_period;
             let sync = super::sched::gcs_sync::poll_and_broadcast(gcs.clone(), shard.clone(), period);
             shard.keep(glommio::spawn_local(sync).detach());

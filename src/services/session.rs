@@ -2,8 +2,9 @@
 //! directory kept current by long-polling the node table.
 //!
 //! A raylet that learns the GCS considers it dead (a heartbeat answered `alive = false`,
-//! or its own entry DEAD in the node table) exits with a clear message, unless it is
-//! already shutting down.
+//! or its own entry DEAD in the node table) exits non-zero with a message naming the GCS
+//! and the recorded reason, unless it is already shutting down. It never re-registers:
+//! the GCS refuses a node id it has declared dead, as Ray's does.
 
 use crate::ids::NodeId;
 use crate::rpc::{CallOpts, RpcClient};
@@ -138,7 +139,8 @@ impl GcsSession {
             .await
             {
                 Ok(r) if !r.alive => {
-                    self.died(&shard, "the GCS reports this node as not alive (missed heartbeats)").await;
+                    let why = self.death_notice(shard.node_id).await;
+                    self.died(&shard, &why).await;
                     return;
                 }
                 Ok(r) if r.node_table_version != self.version.get() => {}
@@ -146,6 +148,29 @@ impl GcsSession {
                 Err(e) => tracing::warn!("heartbeat to the GCS failed: {e}"),
             }
         }
+    }
+
+    /// What to say when the GCS answered a heartbeat with "not alive": the death reason
+    /// from its node table when it can still be read.
+    async fn death_notice(&self, me: NodeId) -> String {
+        let req = GetAllNodeInfoRequest { known_version: 0, wait_ms: 0 };
+        let opts = CallOpts::once(Duration::from_secs(2));
+        let entry = node_info_gcs_service::client::get_all_node_info(&*self.client, &req, opts)
+            .await
+            .ok()
+            .and_then(|r| r.node_info_list.into_iter().find(|n| n.node_id == me.to_vec()));
+        match entry {
+            Some(info) => self.declared_dead(&info.death_reason),
+            None => format!(
+                "the GCS at {} does not know this node (it may have restarted without its tables)",
+                self.gcs_addr
+            ),
+        }
+    }
+
+    fn declared_dead(&self, reason: &str) -> String {
+        let reason = if reason.is_empty() { "no reason recorded" } else { reason };
+        format!("the GCS at {} declared this node DEAD ({reason}) and refuses it under the same node id", self.gcs_addr)
     }
 
     async fn died(&self, shard: &Shard, why: &str) {
@@ -171,8 +196,9 @@ impl GcsSession {
             .await
             {
                 Ok(reply) => {
-                    if self.apply(&shard, reply, &on_change) {
-                        self.died(&shard, "the GCS marked this node DEAD").await;
+                    if let Some(reason) = self.apply(&shard, reply, &on_change) {
+                        let why = self.declared_dead(&reason);
+                        self.died(&shard, &why).await;
                         return;
                     }
                 }
@@ -184,18 +210,18 @@ impl GcsSession {
         }
     }
 
-    /// Applies a node-table snapshot; returns true if this node is dead in it.
-    fn apply(&self, shard: &Shard, reply: GetAllNodeInfoReply, on_change: &dyn Fn(PeerChange)) -> bool {
+    /// Applies a node-table snapshot; returns this node's death reason if it is dead in it.
+    fn apply(&self, shard: &Shard, reply: GetAllNodeInfoReply, on_change: &dyn Fn(PeerChange)) -> Option<String> {
         self.version.set(reply.version);
         *self.resources.borrow_mut() = reply.resources;
-        let mut self_dead = false;
+        let mut self_dead = None;
         let mut peers = self.peers.borrow_mut();
         let mut changes = Vec::new();
         for info in reply.node_info_list {
             let Ok(id) = NodeId::from_bytes(&info.node_id) else { continue };
             let alive = info.state == crate::wire::rpc::NodeState::Alive as i32;
             if id == shard.node_id && !alive {
-                self_dead = true;
+                self_dead = Some(info.death_reason.clone());
             }
             let before = peers.get(&id).map(|p| p.alive);
             match (before, alive) {

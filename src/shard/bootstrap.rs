@@ -69,6 +69,24 @@ pub fn run(cfg: NodeConfig) -> i32 {
     code
 }
 
+/// A panic on any thread of a node process (a shard, the signal thread, a blocking job)
+/// ends the whole process at once, with the panic message and a backtrace in the log. A
+/// shard that unwinds alone would leave shard 0 heartbeating for a node that no longer
+/// serves its objects, workers or RPCs (glommio does not catch a task's panic: it unwinds
+/// the executor's thread). Exit code 101, Rust's code for a panic. Not `abort`: a core
+/// dump would include the mapped object store.
+///
+/// Called by `main` for `raylet start` only: tests that run a node in-process keep the
+/// test harness's own panic handling.
+pub fn end_process_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!("thread '{}' {info}; ending the node\n{backtrace}", thread.name().unwrap_or("<unnamed>"));
+        std::process::exit(101);
+    }));
+}
+
 /// glommio locks memory for its rings; raise the limit for `shards` executors. The soft
 /// limit can always go up to the hard one; the hard one only with CAP_SYS_RESOURCE. Since
 /// Linux 5.12 io_uring charges its rings to the memory cgroup instead, so a refusal here is

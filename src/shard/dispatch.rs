@@ -32,7 +32,10 @@ pub async fn handle(shard: Rc<Shard>, from: ShardId, req: Req) -> Option<Rep> {
             }
             Some(Rep::Ack)
         }
-        Req::Stats => Some(crate::services::node_stats::shard_stats(&shard)),
+        Req::Stats => {
+            crate::failpoint::hit("panic_shard", shard.id.index());
+            Some(crate::services::node_stats::shard_stats(&shard))
+        }
         Req::NodeStats => Some(match shard.node() {
             Some(node) => Rep::NodeStats(Box::new(node.node_stats(&shard).await)),
             None => Rep::Ack,

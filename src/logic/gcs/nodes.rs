@@ -3,12 +3,23 @@
 //!
 //! ```text
 //!   register ──► Alive ──(unregister | no heartbeat for `timeout`)──► Dead (kept, capped)
-//!                  ▲ heartbeat resets the deadline
+//!                  ▲ heartbeat resets the deadline;
+//!                  ▲ a gap in the detector's own checks restarts every deadline
 //! ```
 //!
 //! Calling protocol: `handle_register` / `handle_unregister` / `handle_heartbeat` for
-//! inputs, `handle_timeout(now)` when `poll_timeout()` passes (returns the nodes it marked
-//! dead). Every change bumps `version()`, which long-polling readers wait on.
+//! inputs, `handle_timeout(now)` at least every `max_gap` and whenever `poll_timeout()`
+//! passes. Every change bumps `version()`, which long-polling readers wait on.
+//!
+//! # Only time it watched
+//!
+//! The detector counts silence only while it was itself running. When two calls of
+//! `handle_timeout` are more than `max_gap` (one heartbeat period) apart, the GCS was not
+//! running in between (the process was stopped, swapped out or its shard stalled): the
+//! heartbeats of that time may be sitting unread in sockets, so nobody's silence is known.
+//! That call declares no one dead and restarts every alive node's deadline from `now`.
+//! Ray's E1 detector has the same property by construction: its countdown is decremented
+//! once per detector tick, so ticks that never ran never count.
 
 use crate::ids::NodeId;
 use std::collections::{BTreeMap, VecDeque};
@@ -30,7 +41,8 @@ pub struct NodeEntry<I> {
     pub info: I,
     /// Liveness.
     pub state: NodeState,
-    /// Last heartbeat (or registration).
+    /// Last heartbeat (or registration, or the end of a detector gap): the deadline runs
+    /// from here.
     pub last_heartbeat: Instant,
     /// Why it died, when it did.
     pub death_reason: Option<String>,
@@ -53,6 +65,16 @@ pub enum Heartbeat {
     NotAlive,
 }
 
+/// What one detector check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    /// These nodes were silent for the whole timeout and are now dead (often none).
+    Expired(Vec<NodeId>),
+    /// The previous check was this long ago, more than `max_gap`: the detector was not
+    /// running, so no one was declared dead and every deadline restarted from now.
+    Paused(Duration),
+}
+
 /// The membership table.
 #[derive(Debug)]
 pub struct NodeTable<I> {
@@ -60,14 +82,25 @@ pub struct NodeTable<I> {
     dead_order: VecDeque<NodeId>,
     max_dead: usize,
     timeout: Duration,
+    max_gap: Duration,
+    last_check: Option<Instant>,
     version: u64,
 }
 
 impl<I: Clone> NodeTable<I> {
-    /// A table that declares a node dead after `timeout` without heartbeats and keeps at
-    /// most `max_dead` dead entries.
-    pub fn new(timeout: Duration, max_dead: usize) -> Self {
-        Self { nodes: BTreeMap::new(), dead_order: VecDeque::new(), max_dead, timeout, version: 1 }
+    /// A table that declares a node dead after `timeout` without heartbeats, counting only
+    /// time in which its checks were at most `max_gap` apart, and keeps at most `max_dead`
+    /// dead entries.
+    pub fn new(timeout: Duration, max_gap: Duration, max_dead: usize) -> Self {
+        Self {
+            nodes: BTreeMap::new(),
+            dead_order: VecDeque::new(),
+            max_dead,
+            timeout,
+            max_gap,
+            last_check: None,
+            version: 1,
+        }
     }
 
     /// Monotonic change counter.
@@ -103,8 +136,17 @@ impl<I: Clone> NodeTable<I> {
         }
     }
 
-    /// Marks every node silent for longer than the timeout dead; returns them.
-    pub fn handle_timeout(&mut self, now: Instant) -> Vec<NodeId> {
+    /// The detector's check: marks every node silent for the whole timeout dead, unless
+    /// the previous check was more than `max_gap` ago (see the module docs).
+    pub fn handle_timeout(&mut self, now: Instant) -> Check {
+        let gap = self.last_check.map(|t| now.saturating_duration_since(t));
+        self.last_check = Some(now);
+        if let Some(gap) = gap.filter(|g| *g > self.max_gap) {
+            for e in self.nodes.values_mut().filter(|e| e.state == NodeState::Alive) {
+                e.last_heartbeat = e.last_heartbeat.max(now);
+            }
+            return Check::Paused(gap);
+        }
         let expired: Vec<NodeId> = self
             .nodes
             .iter()
@@ -117,12 +159,16 @@ impl<I: Clone> NodeTable<I> {
         for id in &expired {
             self.mark_dead(*id, &reason);
         }
-        expired
+        Check::Expired(expired)
     }
 
-    /// When the next node would time out.
+    /// When the next check is due: the next node deadline, and never later than `max_gap`
+    /// after the previous check, so that a gap means the detector could not run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.nodes.values().filter(|e| e.state == NodeState::Alive).map(|e| e.last_heartbeat + self.timeout).min()
+        let deadline =
+            self.nodes.values().filter(|e| e.state == NodeState::Alive).map(|e| e.last_heartbeat + self.timeout).min();
+        let watch = self.last_check.map(|t| t + self.max_gap / 2);
+        deadline.into_iter().chain(watch).min()
     }
 
     fn mark_dead(&mut self, id: NodeId, reason: &str) -> bool {
@@ -171,62 +217,4 @@ impl<I: Clone> NodeTable<I> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(b: u8) -> NodeId {
-        NodeId([b; 28])
-    }
-
-    #[test]
-    fn silent_node_dies_after_timeout_and_others_stay() {
-        let t0 = Instant::now();
-        let mut t = NodeTable::new(Duration::from_secs(5), 10);
-        t.handle_register(t0, id(1), ()).unwrap();
-        t.handle_register(t0, id(2), ()).unwrap();
-        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(5)));
-        assert_eq!(t.handle_heartbeat(t0 + Duration::from_secs(4), id(2)), Heartbeat::Alive);
-        assert_eq!(t.handle_timeout(t0 + Duration::from_secs(5)), vec![id(1)]);
-        assert_eq!(t.get(&id(1)).unwrap().state, NodeState::Dead);
-        assert_eq!(t.get(&id(2)).unwrap().state, NodeState::Alive);
-        assert_eq!(t.poll_timeout(), Some(t0 + Duration::from_secs(9)));
-    }
-
-    #[test]
-    fn dead_node_heartbeat_says_not_alive_and_cannot_reregister() {
-        let t0 = Instant::now();
-        let mut t = NodeTable::new(Duration::from_secs(1), 10);
-        t.handle_register(t0, id(1), ()).unwrap();
-        assert!(t.handle_unregister(id(1), "bye"));
-        assert!(!t.handle_unregister(id(1), "again"));
-        assert_eq!(t.handle_heartbeat(t0, id(1)), Heartbeat::NotAlive);
-        assert_eq!(t.handle_heartbeat(t0, id(9)), Heartbeat::NotAlive);
-        assert_eq!(t.handle_register(t0, id(1), ()), Err(RegisterError::AlreadyDead(id(1))));
-    }
-
-    #[test]
-    fn every_change_bumps_the_version() {
-        let t0 = Instant::now();
-        let mut t = NodeTable::new(Duration::from_secs(1), 10);
-        let v0 = t.version();
-        t.handle_register(t0, id(1), ()).unwrap();
-        let v1 = t.version();
-        assert!(v1 > v0);
-        t.handle_heartbeat(t0, id(1));
-        assert_eq!(t.version(), v1, "heartbeats are not membership changes");
-        t.handle_timeout(t0 + Duration::from_secs(2));
-        assert!(t.version() > v1);
-    }
-
-    #[test]
-    fn dead_entries_are_capped_oldest_first() {
-        let t0 = Instant::now();
-        let mut t = NodeTable::new(Duration::from_secs(1), 2);
-        for b in 1..=3 {
-            t.handle_register(t0, id(b), ()).unwrap();
-            t.handle_unregister(id(b), "x");
-        }
-        assert!(t.get(&id(1)).is_none());
-        assert!(t.get(&id(2)).is_some() && t.get(&id(3)).is_some());
-    }
-}
+mod tests;

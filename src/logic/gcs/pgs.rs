@@ -101,6 +101,17 @@ pub enum PgError {
     /// The id is taken by a different group.
     #[error("placement group {0} already exists with another spec")]
     Conflict(PlacementGroupId),
+    /// More bundles than a group may have.
+    #[error("a placement group of {got} bundles is over the limit of {max} (gcs_max_bundles_per_placement_group)")]
+    TooManyBundles {
+        /// Bundles asked for.
+        got: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The table holds as many groups (not removed) as it may.
+    #[error("{0} placement groups exist, the limit (gcs_max_placement_groups); remove some first")]
+    TooManyGroups(usize),
 }
 
 /// What the table asks its driver to do. Every RPC's result must be fed back.
@@ -162,6 +173,10 @@ pub struct PgConfig {
     pub retry_multiplier: f64,
     /// Removed groups remembered for `get`.
     pub removed_history: usize,
+    /// Groups not removed, at most.
+    pub max_groups: usize,
+    /// Bundles of one group, at most.
+    pub max_bundles: usize,
 }
 
 impl Default for PgConfig {
@@ -171,6 +186,8 @@ impl Default for PgConfig {
             retry_max: Duration::from_secs(1),
             retry_multiplier: 1.5,
             removed_history: 1000,
+            max_groups: 10_000,
+            max_bundles: 1_000,
         }
     }
 }
@@ -246,6 +263,11 @@ impl PgTable {
         self.actions.pop_front()
     }
 
+    /// Its tunables.
+    pub fn config(&self) -> &PgConfig {
+        &self.cfg
+    }
+
     /// When [`Self::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.due.first().map(|(at, _)| *at)
@@ -259,8 +281,15 @@ impl PgTable {
         if let Some(i) = spec.bundles.iter().position(ResourceSet::is_empty) {
             return Err(PgError::EmptyBundle(i));
         }
+        if spec.bundles.len() > self.cfg.max_bundles {
+            return Err(PgError::TooManyBundles { got: spec.bundles.len(), max: self.cfg.max_bundles });
+        }
         if let Some(g) = self.groups.get(&spec.id) {
             return if g.spec == spec { Ok(()) } else { Err(PgError::Conflict(spec.id)) };
+        }
+        // Removed groups are the ones in `removed` (trimmed together with `groups`).
+        if self.groups.len() - self.removed.len() >= self.cfg.max_groups {
+            return Err(PgError::TooManyGroups(self.cfg.max_groups));
         }
         let n = spec.bundles.len();
         let mut group = Group {

@@ -24,6 +24,7 @@
 //! # States of one lease
 //! ```text
 //!   request ──tombstoned──▶ Cancelled(Intended)            (a Cancel that arrived first wins)
+//!      │ ──max_leases held──▶ Cancelled(QueueFull)          (refused, never queued)
 //!      │
 //!      ▼            pass: no node can ever fit (class moved as a whole)
 //!    Queued ───────────────────────────────────────────────────▶ Infeasible
@@ -167,6 +168,10 @@ impl LeaseQueue {
                 let (worker, allocation) = (*worker, allocation.clone());
                 self.actions.push_back(LeaseAction::grant(id, worker, allocation));
             }
+            return;
+        }
+        if self.leases.len() >= self.config.max_leases {
+            self.actions.push_back(LeaseAction::cancelled(id, CancelReason::QueueFull));
             return;
         }
         let class = SchedulingClass::of(&req);

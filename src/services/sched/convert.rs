@@ -170,6 +170,8 @@ fn failure_type(r: CancelReason) -> LeaseFailureType {
         CancelReason::Intended => LeaseFailureType::CancelledIntended,
         CancelReason::PlacementGroupRemoved => LeaseFailureType::CancelledPlacementGroupRemoved,
         CancelReason::Unschedulable => LeaseFailureType::CancelledUnschedulable,
+        // Answered with a ResourceExhausted status instead (`rpc::request_worker_lease`).
+        CancelReason::QueueFull => LeaseFailureType::SchedulingFailed,
     }
 }
 

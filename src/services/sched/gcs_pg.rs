@@ -12,7 +12,7 @@ use super::convert;
 use super::timer::{self, Rearm};
 use crate::ids::{NodeId, PlacementGroupId};
 use crate::logic::bundles::{BundleKey, BundleSpec};
-use crate::logic::gcs::pgs::{PgAction, PgConfig, PgInfo, PgSpec, PgState, PgTable};
+use crate::logic::gcs::pgs::{PgAction, PgConfig, PgError, PgInfo, PgSpec, PgState, PgTable};
 use crate::logic::lease::policy::NodeView;
 use crate::logic::pg_placement::PgStrategy;
 use crate::rpc::{CallOpts, RpcError, Status};
@@ -46,10 +46,15 @@ pub struct GcsPlacementGroups {
 
 impl GcsPlacementGroups {
     /// The service over `gcs` (head, shard 0).
-    pub fn new(gcs: Rc<GcsServer>, shard: &Rc<Shard>) -> Rc<Self> {
+    pub fn new(gcs: Rc<GcsServer>, shard: &Rc<Shard>, limits: crate::config::GcsLimits) -> Rc<Self> {
+        let cfg = PgConfig {
+            max_groups: limits.max_placement_groups,
+            max_bundles: limits.max_bundles_per_group,
+            ..PgConfig::default()
+        };
         Rc::new(Self {
             gcs,
-            table: RefCell::new(PgTable::new(PgConfig::default())),
+            table: RefCell::new(PgTable::new(cfg)),
             waiters: RefCell::new(HashMap::new()),
             timer: Rearm::default(),
             shard: Rc::downgrade(shard),
@@ -333,6 +338,11 @@ impl placement_group_info_gcs_service::PlacementGroupInfoGcsServiceHandler for R
         req: CreatePlacementGroupRequest,
     ) -> Result<CreatePlacementGroupReply, Status> {
         let s = req.placement_group_spec.ok_or_else(|| Status::invalid_argument("placement_group_spec is missing"))?;
+        let max = self.table.borrow().config().max_bundles;
+        if s.bundles.len() > max {
+            // Refused before converting (and allocating) every bundle.
+            return Err(Status::invalid_argument(PgError::TooManyBundles { got: s.bundles.len(), max }.to_string()));
+        }
         let bundles = s
             .bundles
             .iter()
@@ -341,7 +351,10 @@ impl placement_group_info_gcs_service::PlacementGroupInfoGcsServiceHandler for R
         let spec =
             PgSpec { id: pg_id(&s.placement_group_id)?, name: s.name, strategy: strategy_from(s.strategy)?, bundles };
         let now = Instant::now();
-        self.table.borrow_mut().handle_create(now, spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.table.borrow_mut().handle_create(now, spec).map_err(|e| match e {
+            PgError::TooManyGroups(_) => Status::resource_exhausted(e.to_string()),
+            _ => Status::invalid_argument(e.to_string()),
+        })?;
         let view = self.view();
         self.table.borrow_mut().handle_timeout(now, &view);
         drop(self.drive());

@@ -59,6 +59,7 @@ fn cancel_message(reason: CancelReason) -> &'static str {
         CancelReason::Intended => "the lease was cancelled",
         CancelReason::PlacementGroupRemoved => "the placement group of the lease was removed",
         CancelReason::Unschedulable => "the lease's node affinity cannot be satisfied",
+        CancelReason::QueueFull => "this node holds as many lease requests as it may (--max-queued-leases)",
     }
 }
 

@@ -92,7 +92,8 @@ impl SchedService {
         let total = ResourceSet::from_f64_map(cfg.resources.iter().cloned());
         let resources = NodeResources::new(&total, &[GPU]);
         let cpus = usize::try_from(total.get(crate::logic::resources::CPU).trunc_units()).unwrap_or(0);
-        let queue = LeaseQueue::new(shard.node_id, resources, QueueConfig::default(), seed(shard.node_id));
+        let qcfg = QueueConfig { max_leases: shard.cfg.sched.max_queued_leases, ..QueueConfig::default() };
+        let queue = LeaseQueue::new(shard.node_id, resources, qcfg, seed(shard.node_id));
         let pool_cfg = PoolConfig {
             max_startup_concurrency: if sc.maximum_startup_concurrency == 0 {
                 cpus.max(1)

@@ -4,9 +4,9 @@
 //! (a direct call on shard 0 itself), and converts the domain reply back.
 
 use super::convert;
-use super::msg::{SchedRep, SchedReq};
+use super::msg::{LeaseOutcome, SchedRep, SchedReq};
 use crate::ids::{LeaseId, WorkerId};
-use crate::logic::lease::queue::LesseeConn;
+use crate::logic::lease::queue::{CancelReason, LesseeConn};
 use crate::rpc::scope::ConnScope;
 use crate::rpc::Status;
 use crate::services::objects::msg::{ObjRep, ObjReq};
@@ -91,6 +91,9 @@ pub async fn request_worker_lease(
         tag
     });
     match call(shard, SchedReq::Lease { req: Box::new(lease), backlog }).await? {
+        SchedRep::Lease(LeaseOutcome::Cancelled { reason: CancelReason::QueueFull, message }) => {
+            Err(Status::resource_exhausted(format!("{message} = {}", shard.cfg.sched.max_queued_leases)))
+        }
         SchedRep::Lease(outcome) => Ok(convert::lease_reply(outcome, shard.node_id)),
         other => Err(Status::internal(format!("unexpected reply {other:?}"))),
     }

@@ -305,3 +305,20 @@ fn the_ledger_counts_reservations_at_once_and_releases_once_confirmed() {
     l.node_dead(nid(1));
     assert_eq!(at(&l), 4.0);
 }
+
+#[test]
+fn groups_and_bundles_per_group_are_capped_and_removal_makes_room() {
+    let t0 = Instant::now();
+    let cfg = PgConfig { max_groups: 2, max_bundles: 3, ..PgConfig::default() };
+    let mut t = PgTable::new(cfg);
+    let too_big = spec(1, PgStrategy::Pack, &[1.0; 4]);
+    assert_eq!(t.handle_create(t0, too_big), Err(PgError::TooManyBundles { got: 4, max: 3 }));
+    assert!(t.get(pgid(1)).is_none(), "a refused create leaves nothing");
+    t.handle_create(t0, spec(1, PgStrategy::Pack, &[1.0; 3])).unwrap();
+    t.handle_create(t0, spec(2, PgStrategy::Pack, &[1.0])).unwrap();
+    assert_eq!(t.handle_create(t0, spec(3, PgStrategy::Pack, &[1.0])), Err(PgError::TooManyGroups(2)));
+    assert_eq!(t.handle_create(t0, spec(2, PgStrategy::Pack, &[1.0])), Ok(()), "a repeated create is no new group");
+    assert!(t.handle_remove(pgid(1)));
+    t.handle_create(t0, spec(3, PgStrategy::Pack, &[1.0])).unwrap();
+    assert_eq!(t.all().filter(|g| g.state != PgState::Removed).count(), 2);
+}

@@ -590,3 +590,22 @@ fn a_lease_with_arguments_placed_on_another_node_fetches_nothing_here() {
     q.handle_request(t, args_req(2, &[7]));
     assert_eq!(drain(&mut q), vec![spill(2, 2)]);
 }
+
+#[test]
+fn a_request_past_max_leases_is_refused_at_once_and_repeats_still_join() {
+    let t = Instant::now();
+    let cfg = QueueConfig { max_leases: 2, ..QueueConfig::default() };
+    let mut q = LeaseQueue::new(nid(LOCAL), NodeResources::new(&rs(&[(CPU, 1.0)]), &[GPU]), cfg, 7);
+    q.handle_request(t, req(1, &[(CPU, 1.0)]));
+    assert_eq!(drain(&mut q), vec![pop(1)]);
+    q.handle_request(t, req(2, &[(CPU, 1.0)]));
+    assert_eq!(drain(&mut q), vec![], "queued behind lease 1");
+    q.handle_request(t, req(3, &[(CPU, 1.0)]));
+    assert_eq!(drain(&mut q), vec![cancelled(3, CancelReason::QueueFull)]);
+    q.handle_request(t, req(2, &[(CPU, 1.0)]));
+    assert_eq!(drain(&mut q), vec![], "a repeat of a held lease joins it, full or not");
+    assert!(q.handle_cancel(t, lid(2)));
+    drain(&mut q);
+    q.handle_request(t, req(3, &[(CPU, 1.0)]));
+    assert_eq!(drain(&mut q), vec![], "room again: queued");
+}

@@ -52,6 +52,8 @@ pub enum CancelReason {
     PlacementGroupRemoved,
     /// Hard node affinity to a node that cannot run it.
     Unschedulable,
+    /// Refused at once: the node already holds `QueueConfig::max_leases` leases.
+    QueueFull,
 }
 
 /// How a lease request was decided: what its `RequestWorkerLease` reply says.
@@ -163,11 +165,19 @@ pub struct QueueConfig {
     pub tombstone_ttl: Duration,
     /// At most this many tombstones; the oldest go first.
     pub max_tombstones: usize,
+    /// At most this many leases held at once (queued, waiting or granted); a request
+    /// beyond is cancelled at once with [`CancelReason::QueueFull`].
+    pub max_leases: usize,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self { policy: PolicyOptions::default(), tombstone_ttl: Duration::from_secs(600), max_tombstones: 100_000 }
+        Self {
+            policy: PolicyOptions::default(),
+            tombstone_ttl: Duration::from_secs(600),
+            max_tombstones: 100_000,
+            max_leases: 100_000,
+        }
     }
 }
 
