@@ -264,6 +264,11 @@ pub struct StartArgs {
     /// A pull with no copy of the object anywhere fails after this many ms.
     #[arg(long, default_value_t = 60_000)]
     pub fetch_timeout_ms: u64,
+    /// A TCP connection between processes with a frame part-way through and no byte moving
+    /// either way for this many ms is cut (a stalled peer); TCP keepalive finds a vanished
+    /// one in about as long. Waiting for a reply or a long-poll is not idleness.
+    #[arg(long, default_value_t = 30_000)]
+    pub rpc_idle_timeout_ms: u64,
 }
 
 fn split_command(flag: &str, cmd: &Option<String>) -> Result<Vec<String>, String> {
@@ -347,6 +352,7 @@ impl StartArgs {
         cfg.node_name = self.node_name.clone();
         cfg.sched = self.sched_config(cpus)?;
         cfg.fetch_timeout = Duration::from_millis(self.fetch_timeout_ms);
+        cfg.rpc_idle_timeout = Duration::from_millis(self.rpc_idle_timeout_ms);
         Ok(cfg)
     }
 }
