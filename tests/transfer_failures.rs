@@ -550,7 +550,7 @@ fn a_puller_that_stops_reading_is_cut_and_the_holder_unpins_the_object() {
         let head =
             dir.start(&NodeOpts::head().args(["--rpc-idle-timeout-ms", "1000", "--object-store-memory", "134217728"]));
         let token = head.ready.token();
-        let mut fake = FakePeer::register(head.ready.gcs_address, &token);
+        let fake = FakePeer::register(head.ready.gcs_address, &token);
         fake.stall_reads.store(true, Ordering::SeqCst);
         // 60 MiB over the holder's two push connections: far more than loopback socket
         // buffers hold, so its writes block.

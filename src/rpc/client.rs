@@ -307,9 +307,10 @@ async fn read_replies<R: futures_lite::AsyncRead + Unpin>(
             let _ = p.send(result);
         }
     };
-    let why = match idle.activity.was_cut() {
-        true => format!("no byte moved for {:?} in the middle of a frame (idle deadline)", idle.timeout),
-        false => why,
+    let why = if idle.activity.was_cut() {
+        format!("no byte moved for {:?} in the middle of a frame (idle deadline)", idle.timeout)
+    } else {
+        why
     };
     if let Some(conn) = conn.upgrade() {
         conn.fail_all(&why);

@@ -72,7 +72,7 @@ const CHECK_BLOCK: usize = 256 << 10;
 pub struct FrameReader<R> {
     inner: ReadAhead<R>,
     limits: FrameLimits,
-    activity: std::rc::Rc<Activity>,
+    activity: Rc<Activity>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -154,7 +154,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<Watched<R>> {
     /// [`Self::new`], recording into `activity` for the connection's idle watchdog.
-    pub fn watched(inner: R, limits: FrameLimits, activity: std::rc::Rc<Activity>) -> Self {
+    pub fn watched(inner: R, limits: FrameLimits, activity: Rc<Activity>) -> Self {
         Self { inner: ReadAhead::new(Watched::new(inner, activity.clone())), limits, activity }
     }
 }

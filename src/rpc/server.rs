@@ -158,12 +158,11 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerC
         }
         Err(e) => Err(e),
     };
-    let outcome = match activity.was_cut() {
-        true => Err((
-            ErrorKind::RpcIdle,
-            format!("no byte moved for {:?} in the middle of a frame (idle deadline)", cfg.idle_timeout),
-        )),
-        false => outcome,
+    let outcome = if activity.was_cut() {
+        let why = format!("no byte moved for {:?} in the middle of a frame (idle deadline)", cfg.idle_timeout);
+        Err((ErrorKind::RpcIdle, why))
+    } else {
+        outcome
     };
     // What the peer's calls left for the connection's lifetime ends with it.
     scope.close();

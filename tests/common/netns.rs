@@ -48,7 +48,7 @@ fn run(cmd: &str, args: &[&str]) -> String {
 impl NetBed {
     /// `n` namespaces on a bridge. Panics with a clear message without root or nftables.
     pub fn new(n: usize) -> Self {
-        assert!(n >= 1 && n < 250, "a bed has 1 to 249 nodes");
+        assert!((1..250).contains(&n), "a bed has 1 to 249 nodes");
         assert!(nix::unistd::geteuid().is_root(), "network-namespace tests need root");
         assert!(
             Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success()),
