@@ -12,6 +12,10 @@ cd "$(dirname "$0")/.."
 # lift the shell's too where allowed (root, or a generous hard limit).
 ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
+# What the tests need beyond the Rust toolchain (network-namespace tools, nftables),
+# installed when missing.
+scripts/install-deps.sh
+
 # Both steps use the same features, so the crate is compiled once for them: the
 # `failpoints` feature adds the test-only fault triggers (src/failpoint.rs) that
 # tests/shard_panic.rs arms. `cargo build --release` without it is the binary users run.

@@ -162,6 +162,9 @@ pub struct NodeConfig {
     pub sched: SchedConfig,
     /// A pull with no copy anywhere fails after this long.
     pub fetch_timeout: Duration,
+    /// A TCP connection with a frame part-way through and no byte moving for this long is
+    /// cut; keepalive finds a vanished peer within about as long (`rpc::idle`, `rpc::sockopt`).
+    pub rpc_idle_timeout: Duration,
     /// Test knob, not on the CLI: shard `i` (i >= 1) reports a failed start after binding
     /// its listeners, so tests can check that a failed start unwinds the other shards
     /// without hanging (`tests/shard_start.rs`). `None` in every real configuration.
@@ -254,6 +257,7 @@ impl NodeConfig {
             node_name: String::new(),
             sched: SchedConfig::default(),
             fetch_timeout: Duration::from_secs(60),
+            rpc_idle_timeout: crate::rpc::idle::DEFAULT_IDLE_TIMEOUT,
             fail_start_on_shard: None,
         }
     }
@@ -269,6 +273,9 @@ impl NodeConfig {
         }
         if self.heartbeat_period.is_zero() || self.heartbeat_timeout < self.heartbeat_period * 2 {
             return err("the heartbeat timeout must be at least two heartbeat periods");
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&self.rpc_idle_timeout) {
+            return err("--rpc-idle-timeout-ms must be from 100 ms to one hour");
         }
         if self.object_store_memory < (1 << 20) {
             return err("--object-store-memory must be at least 1 MiB");

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     RpcHandlerError,
     /// A TCP connection failed mid-frame.
     RpcIo,
+    /// A TCP connection was cut: no byte moved for its idle deadline mid-frame.
+    RpcIdle,
     /// A local-protocol frame had a bad cookie, type, length or failed verification.
     LocalBadFrame,
     /// A local peer failed the SO_PEERCRED check.
@@ -32,13 +34,14 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::RpcBadFrame,
         Self::RpcBadHello,
         Self::RpcBadToken,
         Self::RpcBadRequest,
         Self::RpcHandlerError,
         Self::RpcIo,
+        Self::RpcIdle,
         Self::LocalBadFrame,
         Self::LocalBadPeer,
         Self::LocalIo,
@@ -52,6 +55,7 @@ impl ErrorKind {
             Self::RpcBadRequest => "rpc_bad_request",
             Self::RpcHandlerError => "rpc_handler_error",
             Self::RpcIo => "rpc_io",
+            Self::RpcIdle => "rpc_idle",
             Self::LocalBadFrame => "local_bad_frame",
             Self::LocalBadPeer => "local_bad_peer",
             Self::LocalIo => "local_io",

@@ -33,6 +33,9 @@ struct FakePeer {
     om_addr: SocketAddr,
     /// Set when the peer dies; the accept loop stops at its next connection.
     dead: Arc<AtomicBool>,
+    /// While set, connections accepted from then on stop reading after their hello (a
+    /// puller that hangs with its connections open).
+    stall_reads: Arc<AtomicBool>,
     /// Every connection accepted, to cut when the peer dies.
     conns: Arc<Mutex<Vec<TcpStream>>>,
     /// Dropping it stops the heartbeats at once.
@@ -73,8 +76,9 @@ impl FakePeer {
         });
         let (tx, pulls) = mpsc::channel();
         let dead = Arc::new(AtomicBool::new(false));
+        let stall_reads = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
-        let (d, c) = (dead.clone(), conns.clone());
+        let (d, c, st) = (dead.clone(), conns.clone(), stall_reads.clone());
         let listener = std::thread::spawn(move || {
             for conn in om.incoming() {
                 let Ok(conn) = conn else { return };
@@ -83,7 +87,8 @@ impl FakePeer {
                 }
                 c.lock().unwrap().push(conn.try_clone().unwrap());
                 let tx = tx.clone();
-                std::thread::spawn(move || serve_pulls(conn, tx));
+                let stall = st.load(Ordering::SeqCst).then(|| d.clone());
+                std::thread::spawn(move || serve_pulls(conn, tx, stall));
             }
         });
         Self {
@@ -92,6 +97,7 @@ impl FakePeer {
             pulls,
             om_addr,
             dead,
+            stall_reads,
             conns,
             stop_heartbeats: Some(stop_tx),
             threads: vec![heartbeats, listener],
@@ -151,8 +157,9 @@ impl Drop for FakePeer {
     }
 }
 
-/// Answers hellos and Pull requests on one connection, reporting each pulled id.
-fn serve_pulls(mut conn: TcpStream, tx: mpsc::Sender<ObjectId>) {
+/// Answers hellos and Pull requests on one connection, reporting each pulled id. With
+/// `stall_until`, stops reading after the hello until that flag is set (the peer dies).
+fn serve_pulls(mut conn: TcpStream, tx: mpsc::Sender<ObjectId>, stall_until: Option<Arc<AtomicBool>>) {
     let mut d = FrameDecoder::new(Default::default());
     let mut buf = [0u8; 4096];
     loop {
@@ -186,6 +193,14 @@ fn serve_pulls(mut conn: TcpStream, tx: mpsc::Sender<ObjectId>) {
                 _ => return,
             };
             if conn.write_all(&reply).is_err() {
+                return;
+            }
+            if let (FrameKind::Hello, Some(dead)) = (f.header.kind, &stall_until) {
+                // A hung process: the connection stays open, its kernel still answers, and
+                // nothing more is read. Polling a flag is fine in a fake.
+                while !dead.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 return;
             }
         }
@@ -490,6 +505,83 @@ fn a_pull_resumed_with_more_than_a_push_window_already_here_completes() {
         assert!(got == data, "received bytes differ from what was put");
         head.assert_no_panic();
         b.assert_no_panic();
+    });
+}
+
+/// A source alive and connected that stops writing in the middle of a chunk: its kernel
+/// still answers and it keeps heartbeating, so neither keepalive nor node death can free
+/// the chunk it claimed. The puller's idle deadline cuts the connection, the claim goes,
+/// and the pull completes from another copy.
+#[test]
+fn a_source_that_stops_mid_chunk_is_cut_at_the_idle_deadline_and_another_copy_completes_the_pull() {
+    with_timeout(Duration::from_secs(90), || {
+        let dir = TestDir::new();
+        let idle = ["--rpc-idle-timeout-ms", "1000"];
+        let head = dir.start(&NodeOpts::head().args(idle));
+        let b = dir.start(&NodeOpts::join(head.ready.gcs_address).args(idle));
+        let token = head.ready.token();
+        let mut fake = FakePeer::register(head.ready.gcs_address, &token);
+        let data = pattern(2 * CHUNK + 12345, 12);
+        let id = ObjectId::random();
+        let (getter, mut om) = fake.offer(&head, id, data.len(), Duration::from_secs(60));
+        Chunk::of(id, fake.node_id, &data, 0).push(&mut om).unwrap();
+        let stalled = Chunk::of(id, fake.node_id, &data, 1).push_half(head.ready.object_manager_address, &token);
+        LocalClient::connect_driver(&b.ready.socket).unwrap().put_with_id(id, &data).unwrap();
+        let got = getter.join().unwrap().expect("the pull completes from node B's copy");
+        assert!(got == data, "received bytes differ from what was put");
+        assert!(errors_of(&head, "rpc_idle") >= 1, "the head cut no connection for idleness");
+        // One copy and nothing else (node B holds the same one object): the buffer the
+        // stalled chunk was claimed in is the object's, complete, and nothing else is held.
+        let used = |n: &Node| node_stats(n, &token).store_stats.unwrap().object_store_bytes_used;
+        assert_eq!(used(&head), used(&b), "store bytes of the puller and of the holder of one copy");
+        drop(stalled);
+        head.assert_no_panic();
+        b.assert_no_panic();
+    });
+}
+
+/// A puller that stops reading in the middle of the chunks pushed to it (alive, its kernel
+/// answering, its receive window full): the holder's idle deadline cuts the push
+/// connections, and the push lets go of the object it pinned.
+#[test]
+fn a_puller_that_stops_reading_is_cut_and_the_holder_unpins_the_object() {
+    with_timeout(Duration::from_secs(90), || {
+        let dir = TestDir::new();
+        let head =
+            dir.start(&NodeOpts::head().args(["--rpc-idle-timeout-ms", "1000", "--object-store-memory", "134217728"]));
+        let token = head.ready.token();
+        let fake = FakePeer::register(head.ready.gcs_address, &token);
+        fake.stall_reads.store(true, Ordering::SeqCst);
+        // 60 MiB over the holder's two push connections: far more than loopback socket
+        // buffers hold, so its writes block.
+        let data = pattern(12 * CHUNK, 13);
+        let id = LocalClient::connect_driver(&head.ready.socket).unwrap().put(&data).unwrap();
+        let refs = || -> i32 {
+            let mut c = head.node_manager(&token);
+            let req = GetNodeStatsRequest { include_memory_info: true };
+            let r = node_manager_service::blocking::get_node_stats(
+                &mut c,
+                &req,
+                CallOpts::idempotent(Duration::from_secs(10)),
+            )
+            .unwrap();
+            r.objects.iter().find(|o| o.object_id == id.to_vec()).map(|o| o.ref_count).expect("the object is listed")
+        };
+        let before = refs();
+        let mut om = BlockingClient::new(head.ready.object_manager_address, &token);
+        let req = PullRequest { node_id: fake.node_id.to_vec(), object_id: id.to_vec() };
+        object_manager_service::blocking::pull(&mut om, &req, CallOpts::once(Duration::from_secs(10))).unwrap();
+        wait_for("the holder to cut the stalled push and unpin the object", Duration::from_secs(30), || {
+            let cut = head.stderr().contains("cutting the connection");
+            let now = refs();
+            if cut && now == before {
+                Ok(Some(()))
+            } else {
+                Err(format!("cut: {cut}, references {now} (before the push {before})"))
+            }
+        });
+        drop(fake);
+        head.assert_no_panic();
     });
 }
 

@@ -268,6 +268,11 @@ pub struct StartArgs {
     /// (ResourceExhausted).
     #[arg(long, default_value_t = 100_000)]
     pub max_queued_leases: usize,
+    /// A TCP connection between processes with a frame part-way through and no byte moving
+    /// either way for this many ms is cut (a stalled peer); TCP keepalive finds a vanished
+    /// one in about as long. Waiting for a reply or a long-poll is not idleness.
+    #[arg(long, default_value_t = 30_000)]
+    pub rpc_idle_timeout_ms: u64,
 }
 
 fn split_command(flag: &str, cmd: &Option<String>) -> Result<Vec<String>, String> {
@@ -352,6 +357,7 @@ impl StartArgs {
         cfg.node_name = self.node_name.clone();
         cfg.sched = self.sched_config(cpus)?;
         cfg.fetch_timeout = Duration::from_millis(self.fetch_timeout_ms);
+        cfg.rpc_idle_timeout = Duration::from_millis(self.rpc_idle_timeout_ms);
         Ok(cfg)
     }
 }

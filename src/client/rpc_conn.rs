@@ -56,6 +56,8 @@ impl RpcConn {
         let stream =
             TcpStream::connect_timeout(&addr, timeout).map_err(|e| RpcError::Io(format!("connect {addr}: {e}")))?;
         stream.set_nodelay(true)?;
+        // Keepalive, and writes that fail once the peer takes nothing for the idle deadline.
+        crate::rpc::sockopt::tune_std(&stream, crate::rpc::idle::DEFAULT_IDLE_TIMEOUT)?;
         stream.set_read_timeout(Some(timeout))?;
         let mut c = Self {
             addr,

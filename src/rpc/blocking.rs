@@ -2,7 +2,9 @@
 //! `raylet::client` library a driver links, the default worker and the bench.
 //!
 //! One call at a time on one connection; reconnects on demand; idempotent calls retry with
-//! backoff until their deadline.
+//! backoff until their deadline. Reads wait at most for the call's deadline; a write the
+//! peer takes no byte of for the idle deadline fails, and keepalive finds a vanished peer
+//! ([`super::sockopt::tune_std`], set once per connection).
 
 use super::frame::{encode_frame, FrameDecoder, FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
 use super::status::{CallOpts, RpcError, Status};
@@ -62,6 +64,7 @@ impl BlockingClient {
         let s = TcpStream::connect_timeout(&self.addr, left)
             .map_err(|e| RpcError::Io(format!("connect {}: {e}", self.addr)))?;
         s.set_nodelay(true)?;
+        super::sockopt::tune_std(&s, super::idle::DEFAULT_IDLE_TIMEOUT)?;
         self.stream = Some(s);
         self.decoder = FrameDecoder::new(FrameLimits::default());
         let hello = Hello { protocol_version: PROTOCOL_VERSION, auth_token: self.token.clone() };

@@ -10,9 +10,14 @@
 //! connections over the peer's shards (`SO_REUSEPORT`), so the client reconnects a few
 //! times to land there. Shard 0's calls (GCS, placement groups, leases) then reach the
 //! scheduler's shard with no cross-shard hop, and each shard's bulk traffic its own peer.
+//!
+//! A connection whose frame (a request being written, a reply being read) stops moving for
+//! the idle deadline is cut ([`super::idle`]), failing its calls; waiting for a reply is
+//! not idleness (the call's deadline bounds it).
 
 use super::conn::{split_local, FrameReader, FrameSender, LocalHalf, OutFrame, ReadError, Trailer};
 use super::frame::{encode_frame, FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
+use super::idle::{Activity, Watched, DEFAULT_IDLE_TIMEOUT};
 use super::readahead::EagerRecv;
 use super::status::{CallOpts, RpcError, Status};
 use crate::wire::rpc::{Hello, HelloAck, RpcStatus};
@@ -27,6 +32,19 @@ use std::time::{Duration, Instant};
 
 /// A reply: payload bytes on success.
 type Pending = oneshot::Sender<Result<Vec<u8>, RpcError>>;
+
+/// A connection after its hello: reader, writer, the server's ack, and what its idle
+/// watchdog needs (the activity record and the socket's fd).
+type Handshaken =
+    (FrameReader<Watched<EagerRecv<LocalHalf<TcpStream>>>>, FrameSender, HelloAck, (Rc<Activity>, std::os::fd::RawFd));
+
+/// A connection's idle watchdog, cancelled when its reply reader (which holds the socket
+/// open) ends.
+struct Idle {
+    activity: Rc<Activity>,
+    timeout: Duration,
+    _watchdog: glommio::Task<()>,
+}
 
 /// Something that can make a raw call; the generated typed calls build on it. Used only
 /// inside one executor, so its futures need not be `Send`.
@@ -57,6 +75,7 @@ pub struct RpcClient {
     token: Rc<str>,
     limits: FrameLimits,
     connect_timeout: Duration,
+    idle_timeout: Duration,
     conn: RefCell<Option<Rc<Conn>>>,
     connecting: glommio::sync::Semaphore,
     next_call: Cell<u64>,
@@ -81,6 +100,7 @@ impl RpcClient {
             token,
             limits: FrameLimits::default(),
             connect_timeout: Duration::from_secs(2),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             conn: RefCell::new(None),
             connecting: glommio::sync::Semaphore::new(1),
             next_call: Cell::new(1),
@@ -91,6 +111,12 @@ impl RpcClient {
     /// Prefers connections served by the peer's shard `shard` (modulo its shard count).
     pub fn preferring_shard(mut self, shard: u32) -> Self {
         self.prefer_shard = shard;
+        self
+    }
+
+    /// Cuts connections idle mid-frame for `idle` (default [`DEFAULT_IDLE_TIMEOUT`]).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = idle;
         self
     }
 
@@ -126,11 +152,18 @@ impl RpcClient {
     async fn connect(&self) -> Result<Rc<Conn>, RpcError> {
         let mut attempt = 1;
         loop {
-            let (reader, tx, ack) = self.handshake().await?;
+            let (reader, tx, ack, watch) = self.handshake().await?;
             let wanted = self.prefer_shard % ack.shards.max(1);
             if ack.shard == wanted || attempt >= SHARD_ATTEMPTS {
                 let conn = Rc::new(Conn { tx, pending: RefCell::new(HashMap::new()), closed: Cell::new(false) });
-                glommio::spawn_local(read_replies(reader, Rc::downgrade(&conn))).detach();
+                let (activity, fd) = watch;
+                let (addr, idle) = (self.addr, self.idle_timeout);
+                let watchdog = glommio::spawn_local(super::idle::watch(activity.clone(), idle, move || {
+                    tracing::warn!(%addr, "cutting the connection: no byte moved for {idle:?} mid-frame");
+                    super::sockopt::cut(fd);
+                }));
+                let idle = Idle { activity, timeout: idle, _watchdog: watchdog };
+                glommio::spawn_local(read_replies(reader, Rc::downgrade(&conn), idle)).detach();
                 return Ok(conn);
             }
             tx.close().await;
@@ -139,17 +172,19 @@ impl RpcClient {
     }
 
     /// Connects and exchanges the hello; the ack says which shard serves us.
-    async fn handshake(
-        &self,
-    ) -> Result<(FrameReader<EagerRecv<LocalHalf<TcpStream>>>, FrameSender, HelloAck), RpcError> {
+    async fn handshake(&self) -> Result<Handshaken, RpcError> {
         let stream = TcpStream::connect_timeout(self.addr, self.connect_timeout)
             .await
             .map_err(|e| RpcError::Io(format!("connect {}: {e}", self.addr)))?;
         let _ = stream.set_nodelay(true);
+        if let Err(e) = super::sockopt::tune(&stream, self.idle_timeout) {
+            tracing::debug!(addr = %self.addr, "keepalive not set: {e}");
+        }
         let fd = std::os::unix::io::AsRawFd::as_raw_fd(&stream);
         let (r, w) = split_local(stream);
-        let mut reader = FrameReader::new(EagerRecv::new(fd, r), self.limits);
-        let tx = FrameSender::new(w, |_| {});
+        let activity = Activity::new();
+        let mut reader = FrameReader::watched(EagerRecv::new(fd, r), self.limits, activity.clone());
+        let tx = FrameSender::watched(w, |_| {}, activity.clone());
         let hello = Hello { protocol_version: PROTOCOL_VERSION, auth_token: self.token.to_string() };
         tx.send(OutFrame::new(FrameHeader::control(FrameKind::Hello), &hello.encode_to_vec()))
             .await
@@ -168,7 +203,7 @@ impl RpcClient {
         if !ack.ok {
             return Err(RpcError::Handshake(format!("{}: {}", self.addr, ack.message)));
         }
-        Ok((reader, tx, ack))
+        Ok((reader, tx, ack, (activity, fd)))
     }
 
     async fn call_once(
@@ -238,7 +273,11 @@ impl AsyncCaller for RpcClient {
     }
 }
 
-async fn read_replies<R: futures_lite::AsyncRead + Unpin>(mut reader: FrameReader<R>, conn: std::rc::Weak<Conn>) {
+async fn read_replies<R: futures_lite::AsyncRead + Unpin>(
+    mut reader: FrameReader<R>,
+    conn: std::rc::Weak<Conn>,
+    idle: Idle,
+) {
     let why = loop {
         let h = match reader.read_header().await {
             Ok(h) => h,
@@ -268,6 +307,11 @@ async fn read_replies<R: futures_lite::AsyncRead + Unpin>(mut reader: FrameReade
             let _ = p.send(result);
         }
     };
+    let why = if idle.activity.was_cut() {
+        format!("no byte moved for {:?} in the middle of a frame (idle deadline)", idle.timeout)
+    } else {
+        why
+    };
     if let Some(conn) = conn.upgrade() {
         conn.fail_all(&why);
     }
@@ -279,13 +323,21 @@ pub struct ClientPool {
     token: Option<Rc<str>>,
     /// The owning shard's index: its clients prefer the peer shard of that index.
     shard: u32,
+    /// Idle deadline of its clients' connections (default [`DEFAULT_IDLE_TIMEOUT`]).
+    idle_timeout: Option<Duration>,
     clients: RefCell<HashMap<SocketAddr, Rc<RpcClient>>>,
 }
 
 impl ClientPool {
     /// An empty pool for shard `shard` whose clients present `token`.
     pub fn new(token: Rc<str>, shard: u32) -> Self {
-        Self { token: Some(token), shard, clients: RefCell::new(HashMap::new()) }
+        Self { token: Some(token), shard, idle_timeout: None, clients: RefCell::new(HashMap::new()) }
+    }
+
+    /// Its clients cut connections idle mid-frame for `idle`.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
     }
 
     /// The client for `addr`, created on first use.
@@ -295,7 +347,8 @@ impl ClientPool {
             .entry(addr)
             .or_insert_with(|| {
                 let token = self.token.clone().unwrap_or_else(|| "".into());
-                Rc::new(RpcClient::new(addr, token).preferring_shard(self.shard))
+                let idle = self.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+                Rc::new(RpcClient::new(addr, token).preferring_shard(self.shard).idle_timeout(idle))
             })
             .clone()
     }

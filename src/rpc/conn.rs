@@ -6,6 +6,7 @@
 //! Runs on the executor that owns the connection; nothing here is `Send`.
 
 use super::frame::{encode_frame, FrameError, FrameHeader, FrameLimits, HEADER_LEN, TRAILER_CRC_LEN};
+use super::idle::{Activity, Watched};
 use super::readahead::ReadAhead;
 use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use std::cell::RefCell;
@@ -63,31 +64,42 @@ const CHECK_BLOCK: usize = 256 << 10;
 
 /// The read side of a framed connection, through a read-ahead buffer: a small frame
 /// (header and payload) costs one `recv`.
+///
+/// Its [`Activity`] counts a frame as open from its first byte until the read that ends
+/// it, and only while it waits on the socket: time the caller spends between its header
+/// and its trailer (waiting for a slot, claiming a chunk) is the node's, not the peer's.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: ReadAhead<R>,
     limits: FrameLimits,
+    activity: Rc<Activity>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `inner`, validating every header against `limits`. Give it an
     /// [`EagerRecv`](super::readahead::EagerRecv) over a glommio stream.
     pub fn new(inner: R, limits: FrameLimits) -> Self {
-        Self { inner: ReadAhead::new(inner), limits }
+        Self { inner: ReadAhead::new(inner), limits, activity: Activity::new() }
     }
 
     /// Reads the next header. A clean EOF before its first byte is [`ReadError::Eof`].
     pub async fn read_header(&mut self) -> Result<FrameHeader, ReadError> {
         let mut h = [0u8; HEADER_LEN];
-        if !self.inner.read_exact_or_eof(&mut h).await? {
+        // Waiting for a frame to begin is not idleness; once its first byte is here, it
+        // is. The first read fills the read-ahead buffer as one whole read would, so the
+        // split costs no extra `recv`.
+        if !self.inner.read_exact_or_eof(&mut h[..1]).await? {
             return Err(ReadError::Eof);
         }
+        let _open = self.activity.open();
+        self.inner.read_exact(&mut h[1..]).await?;
         Ok(FrameHeader::decode(&h, &self.limits)?)
     }
 
     /// Reads the payload announced by `header`.
     pub async fn read_payload(&mut self, header: &FrameHeader) -> Result<Vec<u8>, ReadError> {
         let mut p = vec![0u8; header.payload_len as usize];
+        let _open = self.activity.open();
         self.inner.read_exact(&mut p).await?;
         Ok(p)
     }
@@ -107,6 +119,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if dst.is_empty() {
             return Ok(true);
         }
+        let _open = self.activity.open();
         let mut crc = crate::checksum::Crc32c::default();
         for block in dst.chunks_mut(CHECK_BLOCK) {
             self.inner.read_exact(block).await?;
@@ -128,6 +141,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Reads and discards `len` bytes.
     async fn discard(&mut self, mut len: usize) -> Result<(), ReadError> {
+        let _open = self.activity.open();
         let mut scratch = vec![0u8; len.min(64 << 10)];
         while len > 0 {
             let n = len.min(scratch.len());
@@ -135,6 +149,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             len -= n;
         }
         Ok(())
+    }
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<Watched<R>> {
+    /// [`Self::new`], recording into `activity` for the connection's idle watchdog.
+    pub fn watched(inner: R, limits: FrameLimits, activity: Rc<Activity>) -> Self {
+        Self { inner: ReadAhead::new(Watched::new(inner, activity.clone())), limits, activity }
     }
 }
 
@@ -191,6 +212,8 @@ struct WriterInner {
     room: glommio::sync::Semaphore,
     closed: std::cell::Cell<bool>,
     on_bytes: Box<dyn Fn(usize)>,
+    /// A frame is open from the moment a sender takes the writer until it puts it back.
+    activity: Rc<Activity>,
 }
 
 impl WriterInner {
@@ -222,13 +245,27 @@ pub struct WriterClosed;
 impl FrameSender {
     /// A writer over `w`; `on_bytes` is told the size of each frame written.
     pub fn new<W: AsyncWrite + Unpin + 'static>(w: W, on_bytes: impl Fn(usize) + 'static) -> Self {
+        Self::with_activity(Box::new(w), Box::new(on_bytes), Activity::new())
+    }
+
+    /// [`Self::new`], recording into `activity` for the connection's idle watchdog.
+    pub fn watched<W: AsyncWrite + Unpin + 'static>(
+        w: W,
+        on_bytes: impl Fn(usize) + 'static,
+        activity: Rc<Activity>,
+    ) -> Self {
+        Self::with_activity(Box::new(Watched::new(w, activity.clone())), Box::new(on_bytes), activity)
+    }
+
+    fn with_activity(w: Box<dyn AsyncWrite + Unpin>, on_bytes: Box<dyn Fn(usize)>, activity: Rc<Activity>) -> Self {
         Self {
             inner: Rc::new(WriterInner {
-                w: RefCell::new(Some(Box::new(w))),
+                w: RefCell::new(Some(w)),
                 queue: RefCell::new(std::collections::VecDeque::new()),
                 room: glommio::sync::Semaphore::new(MAX_QUEUED_BYTES as u64),
                 closed: std::cell::Cell::new(false),
-                on_bytes: Box::new(on_bytes),
+                on_bytes,
+                activity,
             }),
         }
     }
@@ -247,6 +284,7 @@ impl FrameSender {
         // If this task is cancelled mid-write, the writer is gone with it: mark the
         // connection closed so later senders fail instead of queueing forever.
         let guard = CloseOnDrop(&self.inner);
+        let _open = self.inner.activity.open();
         loop {
             let next = self.inner.queue.borrow_mut().pop_front();
             let Some((f, units)) = next else { break };

@@ -7,6 +7,7 @@
 
 use super::conn::{split_local, FrameReader, FrameSender, OutFrame, ReadError};
 use super::frame::{FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
+use super::idle::Activity;
 use super::readahead::EagerRecv;
 use super::scope::ConnScope;
 use super::status::Status;
@@ -86,6 +87,9 @@ pub struct ServerConfig {
     pub hello_timeout: Duration,
     /// Requests handled at once per connection; further reads wait.
     pub max_in_flight: usize,
+    /// A connection with a frame part-way through and no byte moving for this long is cut
+    /// ([`super::idle`]); also sets its keepalive ([`super::sockopt`]).
+    pub idle_timeout: Duration,
     /// This shard's index, for metrics and logs; told to clients in the hello ack.
     pub shard: usize,
     /// How many shards serve this port (told to clients in the hello ack).
@@ -124,20 +128,41 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, cfg: Rc<ServerConf
 async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerConfig>) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = stream.set_nodelay(true);
+    if let Err(e) = super::sockopt::tune(&stream, cfg.idle_timeout) {
+        tracing::debug!(label = cfg.label, %peer, "keepalive not set: {e}");
+    }
     let m = cfg.metrics.shard(cfg.shard);
     m.rpc_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let fd = std::os::unix::io::AsRawFd::as_raw_fd(&stream);
     let (r, w) = split_local(stream);
-    let mut reader = FrameReader::new(EagerRecv::new(fd, r), cfg.limits);
+    let activity = Activity::new();
+    let mut reader = FrameReader::watched(EagerRecv::new(fd, r), cfg.limits, activity.clone());
     let metrics = cfg.metrics.clone();
     let shard = cfg.shard;
-    let tx = FrameSender::new(w, move |_| {
-        metrics.shard(shard).rpc_frames_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    });
+    let tx = FrameSender::watched(
+        w,
+        move |_| {
+            metrics.shard(shard).rpc_frames_out.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        },
+        activity.clone(),
+    );
     let scope = ConnScope::new();
     let outcome = match handshake(&mut reader, &tx, &cfg).await {
-        Ok(()) => read_loop(&mut reader, &tx, &router, &cfg, &scope).await,
+        Ok(()) => {
+            // Dropped (cancelled) when the read loop ends, while `reader` still holds the
+            // socket open: the watchdog never shuts down an fd that was reused.
+            let _watchdog = glommio::spawn_local(super::idle::watch(activity.clone(), cfg.idle_timeout, move || {
+                super::sockopt::cut(fd)
+            }));
+            read_loop(&mut reader, &tx, &router, &cfg, &scope).await
+        }
         Err(e) => Err(e),
+    };
+    let outcome = if activity.was_cut() {
+        let why = format!("no byte moved for {:?} in the middle of a frame (idle deadline)", cfg.idle_timeout);
+        Err((ErrorKind::RpcIdle, why))
+    } else {
+        outcome
     };
     // What the peer's calls left for the connection's lifetime ends with it.
     scope.close();

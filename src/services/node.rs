@@ -73,6 +73,7 @@ impl NodeServices {
                 limits: crate::rpc::frame::FrameLimits { max_payload: cfg.max_rpc_frame, max_trailer: 0 },
                 hello_timeout: std::time::Duration::from_secs(5),
                 max_in_flight: 4096,
+                idle_timeout: cfg.rpc_idle_timeout,
                 shard: 0,
                 shards: 1,
                 metrics: shard.metrics.clone(),

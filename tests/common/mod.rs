@@ -15,6 +15,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod netns;
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -218,12 +220,22 @@ pub struct NodeOpts {
     pub args: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// A command the raylet runs under (e.g. `ip netns exec NS`); empty: none.
+    pub wrap: Vec<String>,
 }
 
 impl NodeOpts {
     /// A head node.
     pub fn head() -> Self {
-        Self { head: true, address: None, shards: SHARDS, heartbeat: None, args: Vec::new(), env: Vec::new() }
+        Self {
+            head: true,
+            address: None,
+            shards: SHARDS,
+            heartbeat: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            wrap: Vec::new(),
+        }
     }
 
     /// A node joining the GCS at `gcs`.
@@ -244,7 +256,14 @@ impl NodeOpts {
     }
 
     fn command(&self, dir: &Path) -> Command {
-        let mut c = Command::new(RAYLET);
+        let mut c = match self.wrap.split_first() {
+            Some((cmd, rest)) => {
+                let mut c = Command::new(cmd);
+                c.args(rest).arg(RAYLET);
+                c
+            }
+            None => Command::new(RAYLET),
+        };
         c.arg("start");
         if self.head {
             c.arg("--head");

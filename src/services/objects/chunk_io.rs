@@ -107,7 +107,8 @@ fn parse(req: &PushRequest, len: u64, chunk_size: u64) -> Result<Incoming, Statu
 }
 
 /// Where an accepted chunk is read into. Dropped unfinished (the connection failed in the
-/// middle of the chunk), it releases its claim so the pull retries.
+/// middle of the chunk, or was cut at its idle deadline because the sender stalled), it
+/// releases its claim so the pull retries, and ends its write into the buffer.
 struct ChunkSink {
     shard: Rc<Shard>,
     arena: Arc<Arena>,
