@@ -5,9 +5,11 @@
 //! - [`conn`]: framed reads and a writer task over glommio streams.
 //! - [`readahead`]: one `recv` per small frame (read-ahead over an eager `recv`).
 //! - [`server`]: per-shard listener, hello/auth, dispatch.
+//! - [`admission`]: node-wide caps on connections before their hello; accept pacing.
 //! - [`client`]: async per-peer client with reconnect and retry.
 //! - [`blocking`]: the same protocol for non-executor programs.
 
+pub mod admission;
 pub mod blocking;
 pub mod client;
 pub mod conn;

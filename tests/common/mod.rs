@@ -15,6 +15,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod flood;
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -218,12 +220,23 @@ pub struct NodeOpts {
     pub args: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// The command that runs raylet, when not the built binary alone (e.g. `prlimit
+    /// --nofile=256:256 <binary>`, or another build to compare with).
+    pub program: Vec<String>,
 }
 
 impl NodeOpts {
     /// A head node.
     pub fn head() -> Self {
-        Self { head: true, address: None, shards: SHARDS, heartbeat: None, args: Vec::new(), env: Vec::new() }
+        Self {
+            head: true,
+            address: None,
+            shards: SHARDS,
+            heartbeat: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            program: Vec::new(),
+        }
     }
 
     /// A node joining the GCS at `gcs`.
@@ -244,7 +257,14 @@ impl NodeOpts {
     }
 
     fn command(&self, dir: &Path) -> Command {
-        let mut c = Command::new(RAYLET);
+        let mut c = match self.program.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest);
+                c
+            }
+            None => Command::new(RAYLET),
+        };
         c.arg("start");
         if self.head {
             c.arg("--head");
