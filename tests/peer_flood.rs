@@ -109,3 +109,109 @@ fn flood_figures() {
         println!("after the flood: node fds {} ({:?} after it stopped)", fd_count(node.pid), t.elapsed());
     }
 }
+
+/// The default `--max-unauthenticated-connections`.
+const UNAUTH_CAP: usize = 128;
+
+/// Puts a file through the node's local socket and gets it back byte for byte, then
+/// deletes it.
+fn put_get(dir: &TestDir, node: &Node, tag: u8) {
+    let socket = node.ready.socket.display().to_string();
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i as u8).wrapping_mul(31).wrapping_add(tag)).collect();
+    let file = dir.path().join(format!("in-{tag}.bin"));
+    std::fs::write(&file, &data).unwrap();
+    let put = dir.cli(&["object", "put", &file.display().to_string(), "--socket", &socket]);
+    assert!(put.status.success(), "put: {}", put.stderr);
+    let id = put.stdout.trim().to_string();
+    let out = dir.path().join(format!("out-{tag}.bin"));
+    let get = dir.cli(&["object", "get", &id, "--socket", &socket, "-o", &out.display().to_string()]);
+    assert!(get.status.success(), "get: {}", get.stderr);
+    assert!(std::fs::read(&out).unwrap() == data, "the object comes back byte for byte");
+    let del = dir.cli(&["object", "delete", &id, "--socket", &socket]);
+    assert!(del.status.success(), "delete: {}", del.stderr);
+}
+
+/// The node-wide sum of a per-shard gauge.
+fn gauge(node: &Node, name: &str) -> u64 {
+    let (code, body) = http_get(node.ready.metrics_address, "/metrics");
+    assert_eq!(code, 200);
+    metric_sum(&body, name, "")
+}
+
+/// The counts of the node's log lines that report refused peers.
+fn refusal_lines(node: &Node) -> Vec<u64> {
+    let log = std::fs::read_to_string(node.ready.session_dir.join("logs/raylet.log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| l.split_once("refused ")?.1.split_once(" unauthenticated peer(s)")?.0.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_flood_of_unauthenticated_peers_under_nofile_256_leaves_the_node_serving() {
+    with_timeout(Duration::from_secs(240), || {
+        raise_own_nofile();
+        let dir = TestDir::new();
+        let mut opts = NodeOpts::head();
+        opts.program = vec!["prlimit".into(), "--nofile=256:256".into(), RAYLET.into()];
+        let node = dir.start(&opts);
+        let r = node.ready.clone();
+        // The node's own connections (its GCS session, the GCS's resource poll of its node
+        // manager) and what serving a client leaves are there before counting.
+        wait_for("the GCS to poll this node's resources", Duration::from_secs(20), || {
+            let (_, body) = http_get(r.metrics_address, "/metrics");
+            Ok((metric_sum(&body, "raylet_rpc_calls_total", "RequestResourceReport") > 0).then_some(()))
+        });
+        dir.status();
+        put_get(&dir, &node, 1);
+        let fds_before = fd_count(node.pid);
+        let conns_before = gauge(&node, "raylet_rpc_connections");
+        let started = Instant::now();
+
+        // Four times the cap of silent peers over every TCP listener, all held open at
+        // once, and peers that declare a 64 MiB hello and send 8 MiB of it.
+        let huge = huge_hellos(r.node_manager_address, 16, 64 << 20, 8 << 20, Duration::from_secs(60));
+        let ports = [r.node_manager_address, r.object_manager_address, r.gcs_address, r.metrics_address];
+        let silent = hold_silent(&ports, 4 * UNAUTH_CAP);
+        assert_eq!(silent.len(), 4 * UNAUTH_CAP, "every flood connection was accepted by the kernel");
+
+        // During the flood: the CLI and local clients are served, the caps hold.
+        dir.status();
+        put_get(&dir, &node, 2);
+        let unauthenticated = gauge(&node, "raylet_rpc_unauthenticated_connections");
+        assert!(unauthenticated <= UNAUTH_CAP as u64, "{unauthenticated} connections before their hello");
+        assert!(fd_count(node.pid) < 256, "the node never reaches its fd limit");
+        let dropped = errors_of(&node, "rpc_over_capacity");
+        assert!(dropped >= (3 * UNAUTH_CAP) as u64, "older peers were dropped for newer ones: {dropped}");
+        for t in huge {
+            assert!(t.join().unwrap() < 8 << 20, "a declared 64 MiB hello is refused before its payload is read");
+        }
+
+        // The refusals are logged at most once per 10 s per shard, with their counts.
+        let lines = refusal_lines(&node);
+        assert!(!lines.is_empty(), "refusals are logged");
+        let intervals = started.elapsed().as_secs() / 10 + 2;
+        assert!(lines.len() as u64 <= SHARDS as u64 * intervals, "{} lines for {dropped} refusals", lines.len());
+
+        // After the flood everything it held is released. The node may have opened its own
+        // connections meanwhile (a shard's first GCS call, for the object directory): each
+        // such connection is two fds of the node, both ends authenticated.
+        drop(silent);
+        wait_for("the node's fds and connections to go back down", Duration::from_secs(60), || {
+            let fds = fd_count(node.pid);
+            let conns = gauge(&node, "raylet_rpc_connections");
+            // The scrape that reads it is one.
+            let unauthenticated = gauge(&node, "raylet_rpc_unauthenticated_connections");
+            let own = conns.saturating_sub(conns_before);
+            if unauthenticated <= 1 && own <= SHARDS as u64 && fds as u64 <= fds_before as u64 + 2 * own {
+                Ok(Some(()))
+            } else {
+                Err(format!(
+                    "{fds} fds (was {fds_before}), {conns} connections (was {conns_before}), {unauthenticated} before their hello"
+                ))
+            }
+        });
+        dir.status();
+        put_get(&dir, &node, 3);
+        node.assert_no_panic();
+    });
+}
