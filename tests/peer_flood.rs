@@ -180,6 +180,7 @@ fn a_flood_of_unauthenticated_peers_under_nofile_256_leaves_the_node_serving() {
         let unauthenticated = gauge(&node, "raylet_rpc_unauthenticated_connections");
         assert!(unauthenticated <= UNAUTH_CAP as u64, "{unauthenticated} connections before their hello");
         assert!(fd_count(node.pid) < 256, "the node never reaches its fd limit");
+        assert_eq!(errors_of(&node, "accept_failed"), 0, "no accept ran out of fds");
         let dropped = errors_of(&node, "rpc_over_capacity");
         assert!(dropped >= (3 * UNAUTH_CAP) as u64, "older peers were dropped for newer ones: {dropped}");
         for t in huge {

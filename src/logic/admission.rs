@@ -9,12 +9,15 @@
 //!
 //! # Call protocol
 //! - A new connection: count it in (open and unauthenticated both +1), then ask
-//!   [`admit`] with the counts after the increment and whether this listener's
+//!   [`admit`] with the [`Counts`] after the increment and whether this shard's
 //!   [`PendingQueue`] has a connection to give up. [`Admit::DropOldest`] means: take
-//!   [`PendingQueue::pop_oldest`], count it out at once (its slot is the newcomer's) and
-//!   close it; [`Admit::Refuse`] means: count the newcomer out again and close it.
-//! - Its hello passes: [`PendingQueue::remove`] it and count it out of unauthenticated.
-//! - It closes: remove it (if still pending) and count it out of whatever it is in.
+//!   [`PendingQueue::pop_oldest`], move it from unauthenticated to closing (its place is
+//!   the newcomer's) and close it; [`Admit::Refuse`] means: count the newcomer out again
+//!   and close it.
+//! - Its hello passes: [`PendingQueue::remove`] it and count it out of unauthenticated
+//!   (a key already gone means it was dropped: it is closing).
+//! - Its task ends: remove it (if still pending) and count it out of whatever it is in,
+//!   closing included.
 //! - Refusals go through [`RefusalLog::handle_refusal`]; a [`LogAction::Suppress`] with a
 //!   flush time arms one timer that calls [`RefusalLog::handle_flush`].
 //! - Accept failures go through [`AcceptBackoff`]: [`AcceptBackoff::handle_failure`]
@@ -65,13 +68,30 @@ pub enum Admit {
     Refuse,
 }
 
+/// The node-wide counts a decision on a new connection looks at, the newcomer included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Connections holding an fd: serving, before their hello, or dropped and closing.
+    pub open: usize,
+    /// Connections before their hello.
+    pub unauthenticated: usize,
+    /// Connections dropped for a newer peer whose fd is not closed yet.
+    pub closing: usize,
+}
+
 /// Decides on a new connection, given the node-wide counts with it included and whether
 /// the caller has an unauthenticated connection it can drop. An authenticated connection
-/// is never dropped for a newcomer: over either cap the oldest unauthenticated peer goes,
-/// and when there is none the newcomer is refused.
-pub fn admit(limits: &AdmissionLimits, open: usize, unauthenticated: usize, can_drop: bool) -> Admit {
-    if open <= limits.max_connections && unauthenticated <= limits.max_unauthenticated {
+/// is never dropped for a newcomer: over either cap the oldest unauthenticated peer goes
+/// and the newcomer takes its place, and when there is none the newcomer is refused.
+/// Since a dropped connection holds its fd until its task has ended, a node over the
+/// total cap with drops still closing refuses newcomers until those fds are free; so the
+/// fds of TCP peers never exceed the total cap by more than one per shard.
+pub fn admit(limits: &AdmissionLimits, c: Counts, can_drop: bool) -> Admit {
+    let over_total = c.open > limits.max_connections;
+    if !over_total && c.unauthenticated <= limits.max_unauthenticated {
         Admit::Accept
+    } else if over_total && c.closing > 0 {
+        Admit::Refuse
     } else if can_drop {
         Admit::DropOldest
     } else {

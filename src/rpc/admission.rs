@@ -8,14 +8,16 @@
 //! shared by all shards (an `Arc` of counters, no domain state); the queue and the logs
 //! are per shard. Over a cap, the shard closes its own oldest unauthenticated connection
 //! (`shutdown(2)` on its fd wakes its task, which ends and frees the fd) and the newcomer
-//! takes its slot; when the shard has none to give up, the newcomer is closed at once.
-//! The decisions are `logic::admission`'s.
+//! takes its place; when the shard has none to give up, or the node is at its total cap
+//! with dropped connections still closing, the newcomer is closed at once. The decisions
+//! are `logic::admission`'s. A connection counts as open until its task has ended, so
+//! the count bounds the fds TCP peers hold.
 //!
 //! Owner shard only, apart from [`NodeAdmission`]; [`AcceptPacer`] also serves the local
 //! socket's acceptor threads.
 
 use crate::logic::admission::{
-    admit, AcceptBackoff, AcceptFailure, AdmissionLimits, Admit, LogAction, PendingQueue, RefusalLog,
+    admit, AcceptBackoff, AcceptFailure, AdmissionLimits, Admit, Counts, LogAction, PendingQueue, RefusalLog,
 };
 use crate::metrics::{ErrorKind, Listener, Metrics};
 use std::cell::{Cell, RefCell};
@@ -41,12 +43,18 @@ pub struct NodeAdmission {
     limits: AdmissionLimits,
     open: AtomicUsize,
     unauthenticated: AtomicUsize,
+    closing: AtomicUsize,
 }
 
 impl NodeAdmission {
     /// Counts starting at zero under `limits`.
     pub fn new(limits: AdmissionLimits) -> Arc<Self> {
-        Arc::new(Self { limits, open: AtomicUsize::new(0), unauthenticated: AtomicUsize::new(0) })
+        Arc::new(Self {
+            limits,
+            open: AtomicUsize::new(0),
+            unauthenticated: AtomicUsize::new(0),
+            closing: AtomicUsize::new(0),
+        })
     }
 
     /// The caps.
@@ -64,11 +72,9 @@ impl NodeAdmission {
         self.unauthenticated.load(Relaxed)
     }
 
-    fn release(&self, unauthenticated: bool) {
-        self.open.fetch_sub(1, Relaxed);
-        if unauthenticated {
-            self.unauthenticated.fetch_sub(1, Relaxed);
-        }
+    /// Connections dropped for newer peers that still hold their fd.
+    pub fn closing(&self) -> usize {
+        self.closing.load(Relaxed)
     }
 }
 
@@ -111,28 +117,36 @@ impl ShardAdmission {
     /// Admits a connection just accepted on `fd`, or refuses it (`None`: drop the
     /// stream, which closes it). The ticket keeps the connection counted until dropped.
     pub fn admit(self: &Rc<Self>, fd: RawFd, listener: Listener, peer: Option<SocketAddr>) -> Option<Ticket> {
-        let open = self.node.open.fetch_add(1, Relaxed) + 1;
-        let unauthenticated = self.node.unauthenticated.fetch_add(1, Relaxed) + 1;
+        let node = &self.node;
+        let counts = Counts {
+            open: node.open.fetch_add(1, Relaxed) + 1,
+            unauthenticated: node.unauthenticated.fetch_add(1, Relaxed) + 1,
+            closing: node.closing.load(Relaxed),
+        };
         let can_drop = !self.pending.borrow().is_empty();
-        match admit(&self.node.limits, open, unauthenticated, can_drop) {
+        match admit(&node.limits, counts, can_drop) {
             Admit::Accept => {}
             Admit::DropOldest => {
                 let oldest = self.pending.borrow_mut().pop_oldest();
                 if let Some((_, (old, old_peer))) = oldest {
-                    // Its slot is the newcomer's from now on; its task sees the shutdown
-                    // as a closed socket, ends, and closes the fd.
-                    self.release_counts(true);
+                    // Its place is the newcomer's from now on; it holds its fd (counted as
+                    // open and closing) until its task sees the shutdown as a closed
+                    // socket and ends.
+                    node.unauthenticated.fetch_sub(1, Relaxed);
+                    node.closing.fetch_add(1, Relaxed);
+                    self.metrics.shard(self.shard).rpc_unauthenticated.fetch_sub(1, Relaxed);
                     let _ = nix::sys::socket::shutdown(old, nix::sys::socket::Shutdown::Both);
                     self.metrics.shard(self.shard).error(ErrorKind::RpcOverCapacity);
                     self.refused(listener, old_peer, "dropped as the oldest connection before its hello");
                 }
             }
             Admit::Refuse => {
-                self.node.release(true);
-                let l = self.node.limits;
+                node.open.fetch_sub(1, Relaxed);
+                node.unauthenticated.fetch_sub(1, Relaxed);
+                let l = node.limits;
                 let why = format!(
-                    "refused: {open} connections open ({} max), {unauthenticated} before their hello ({} max)",
-                    l.max_connections, l.max_unauthenticated
+                    "refused: {} connections open ({} max, {} closing), {} before their hello ({} max)",
+                    counts.open, l.max_connections, counts.closing, counts.unauthenticated, l.max_unauthenticated
                 );
                 self.metrics.shard(self.shard).error(ErrorKind::RpcOverCapacity);
                 self.refused(listener, peer, &why);
@@ -142,13 +156,6 @@ impl ShardAdmission {
         self.metrics.shard(self.shard).rpc_unauthenticated.fetch_add(1, Relaxed);
         let key = self.pending.borrow_mut().push((fd, peer));
         Some(Ticket { adm: self.clone(), state: Cell::new(TicketState::Pending(key)) })
-    }
-
-    fn release_counts(&self, unauthenticated: bool) {
-        self.node.release(unauthenticated);
-        if unauthenticated {
-            self.metrics.shard(self.shard).rpc_unauthenticated.fetch_sub(1, Relaxed);
-        }
     }
 
     /// Counts and logs (at a limited rate) a peer refused before it authenticated.
@@ -188,8 +195,8 @@ enum TicketState {
     Pending(u64),
     /// Past its hello (or refused and closing): counted as open only.
     Open,
-    /// Its slot went to a newer peer: counted nowhere.
-    Released,
+    /// Dropped for a newer peer: counted as open and closing until it ends.
+    Dropped,
 }
 
 /// One admitted connection's place in the counts; dropping it counts the connection out.
@@ -223,12 +230,12 @@ impl Ticket {
                     self.state.set(TicketState::Open);
                     true
                 } else {
-                    self.state.set(TicketState::Released);
+                    self.state.set(TicketState::Dropped);
                     false
                 }
             }
             TicketState::Open => true,
-            TicketState::Released => false,
+            TicketState::Dropped => false,
         }
     }
 }
@@ -238,8 +245,10 @@ impl Drop for Ticket {
         if let TicketState::Pending(_) = self.state.get() {
             self.leave_pending();
         }
-        if self.state.get() == TicketState::Open {
-            self.adm.node.open.fetch_sub(1, Relaxed);
+        let node = &self.adm.node;
+        node.open.fetch_sub(1, Relaxed);
+        if self.state.get() == TicketState::Dropped {
+            node.closing.fetch_sub(1, Relaxed);
         }
     }
 }

@@ -2,26 +2,38 @@ use super::*;
 
 const LIMITS: AdmissionLimits = AdmissionLimits { max_unauthenticated: 2, max_connections: 5 };
 
+fn counts(open: usize, unauthenticated: usize, closing: usize) -> Counts {
+    Counts { open, unauthenticated, closing }
+}
+
 #[test]
 fn a_connection_under_both_caps_is_accepted() {
-    assert_eq!(admit(&LIMITS, 5, 2, false), Admit::Accept);
-    assert_eq!(admit(&LIMITS, 1, 1, true), Admit::Accept);
+    assert_eq!(admit(&LIMITS, counts(5, 2, 0), false), Admit::Accept);
+    assert_eq!(admit(&LIMITS, counts(1, 1, 0), true), Admit::Accept);
+    assert_eq!(admit(&LIMITS, counts(5, 2, 3), true), Admit::Accept, "closing ones count only toward open");
 }
 
 #[test]
 fn over_the_unauthenticated_cap_the_oldest_pending_peer_goes() {
-    assert_eq!(admit(&LIMITS, 3, 3, true), Admit::DropOldest);
+    assert_eq!(admit(&LIMITS, counts(3, 3, 0), true), Admit::DropOldest);
+    assert_eq!(admit(&LIMITS, counts(4, 3, 1), true), Admit::DropOldest, "room for its fd");
 }
 
 #[test]
 fn over_the_total_cap_the_oldest_pending_peer_goes() {
-    assert_eq!(admit(&LIMITS, 6, 1, true), Admit::DropOldest);
+    assert_eq!(admit(&LIMITS, counts(6, 1, 0), true), Admit::DropOldest);
+}
+
+#[test]
+fn over_the_total_cap_with_drops_still_closing_the_newcomer_waits_for_their_fds() {
+    assert_eq!(admit(&LIMITS, counts(6, 1, 1), true), Admit::Refuse);
+    assert_eq!(admit(&LIMITS, counts(6, 3, 2), true), Admit::Refuse);
 }
 
 #[test]
 fn with_no_pending_peer_to_drop_the_newcomer_is_refused() {
-    assert_eq!(admit(&LIMITS, 3, 3, false), Admit::Refuse);
-    assert_eq!(admit(&LIMITS, 6, 1, false), Admit::Refuse);
+    assert_eq!(admit(&LIMITS, counts(3, 3, 0), false), Admit::Refuse);
+    assert_eq!(admit(&LIMITS, counts(6, 1, 0), false), Admit::Refuse);
 }
 
 #[test]
