@@ -216,3 +216,63 @@ fn a_flood_of_unauthenticated_peers_under_nofile_256_leaves_the_node_serving() {
         node.assert_no_panic();
     });
 }
+
+/// The default worker's cap on connections before their hello.
+const WORKER_UNAUTH_CAP: usize = 32;
+
+/// A `stats` task on the worker at `addr`, over `c`: its pid.
+fn worker_stats(c: &mut raylet::rpc::BlockingClient) -> u32 {
+    use raylet::wire::rpc::{push_task_request::Task, worker_service, PushTaskRequest, StatsTask};
+    let req = PushTaskRequest { lease_id: Vec::new(), task: Some(Task::Stats(StatsTask {})) };
+    let reply = worker_service::blocking::push_task(c, &req, raylet::rpc::CallOpts::once(Duration::from_secs(10)))
+        .expect("a stats task on the worker");
+    reply.counters.expect("counters").pid
+}
+
+#[test]
+fn a_flood_of_the_worker_port_costs_no_threads_and_ends_at_the_hello_deadline() {
+    with_timeout(Duration::from_secs(240), || {
+        raise_own_nofile();
+        let dir = TestDir::new();
+        let node = dir.start(&NodeOpts::head().args(["--num-prestart-workers", "1"]));
+        let token = node.ready.token();
+        let worker = wait_for("the prestarted worker to announce its port", Duration::from_secs(30), || {
+            Ok(node_stats(&node, &token).core_workers_stats.into_iter().find(|w| w.port > 0 && w.state == "IDLE"))
+        });
+        let addr = std::net::SocketAddr::new(node.ready.node_manager_address.ip(), worker.port as u16);
+        let mut client = raylet::rpc::BlockingClient::new(addr, token.clone());
+        assert_eq!(worker_stats(&mut client), worker.pid);
+        let (threads_before, fds_before) = (thread_count(worker.pid), fd_count(worker.pid));
+
+        // Four times its cap of silent peers and peers declaring a 64 MiB hello.
+        let huge = huge_hellos(addr, 8, 64 << 20, 4 << 20, Duration::from_secs(60));
+        let silent = hold_silent(&[addr], 4 * WORKER_UNAUTH_CAP);
+        assert_eq!(silent.len(), 4 * WORKER_UNAUTH_CAP);
+        for t in huge {
+            assert!(t.join().unwrap() < 4 << 20, "a declared 64 MiB hello is refused from its header");
+        }
+        // A peer that said hello is still served, over its connection and a new one; the
+        // flood holds no thread (the raylet may have opened a connection of its own).
+        assert_eq!(worker_stats(&mut client), worker.pid);
+        assert_eq!(worker_stats(&mut raylet::rpc::BlockingClient::new(addr, token.clone())), worker.pid);
+        let threads = thread_count(worker.pid);
+        assert!(threads <= threads_before + 2, "{threads} threads, {threads_before} before the flood");
+        let fds = fd_count(worker.pid);
+        assert!(fds <= fds_before + 2 + WORKER_UNAUTH_CAP, "{fds} fds, {fds_before} before the flood");
+
+        // The silent peers are closed at the hello deadline, without any help from us.
+        let mut last = RawRpc::connect(addr);
+        assert!(last.expect_closed(Duration::from_secs(30)).is_empty(), "closed without a frame");
+        wait_for("the worker's fds to go back down", Duration::from_secs(30), || {
+            let fds = fd_count(worker.pid);
+            if fds <= fds_before + 2 {
+                Ok(Some(()))
+            } else {
+                Err(format!("{fds} fds, {fds_before} before the flood"))
+            }
+        });
+        drop(silent);
+        assert_eq!(worker_stats(&mut client), worker.pid);
+        node.assert_no_panic();
+    });
+}

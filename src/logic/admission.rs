@@ -132,6 +132,16 @@ impl<T> PendingQueue<T> {
         self.pending.pop_first()
     }
 
+    /// The connection under `key`, if still pending.
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut T> {
+        self.pending.get_mut(&key)
+    }
+
+    /// Every pending connection, oldest first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut T)> {
+        self.pending.iter_mut().map(|(k, v)| (*k, v))
+    }
+
     /// Connections pending.
     pub fn len(&self) -> usize {
         self.pending.len()
