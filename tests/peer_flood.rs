@@ -73,6 +73,12 @@ fn flood_figures() {
         let mut opts = NodeOpts::head();
         opts.program = vec!["prlimit".into(), "--nofile=1024:1024".into(), bin.clone()];
         let node = dir.start(&opts);
+        // The node's own connections (the GCS's resource poll) are open before counting.
+        wait_for("the GCS to poll this node's resources", Duration::from_secs(20), || {
+            let (_, body) = http_get(node.ready.metrics_address, "/metrics");
+            Ok((metric_sum(&body, "raylet_rpc_calls_total", "RequestResourceReport") > 0).then_some(()))
+        });
+        dir.try_status().expect("status before the flood");
         let fds_before = fd_count(node.pid);
         let r = &node.ready;
         let flood = Sustained::start(vec![r.node_manager_address, r.object_manager_address, r.gcs_address], 2000);
