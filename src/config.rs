@@ -89,6 +89,14 @@ impl GcsLimits {
     }
 }
 
+/// Default of `--max-unauthenticated-connections`. A real peer finishes its hello within
+/// a round trip, so even a whole cluster reconnecting at once has few mid-hello at any
+/// instant; 128 of them hold at most 128 fds and 128 hello buffers of 4 KiB.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 128;
+/// Default of `--max-connections` (Redis's `maxclients`): far above what a node's peers
+/// and clients need, and lowered at start to fit the fd limit, as Redis does.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
 /// The object plane's cluster-wide settings, from the head's system config.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ObjectPlaneConfig {
@@ -154,6 +162,11 @@ pub struct NodeConfig {
     pub max_local_frame: u64,
     /// Cap on RPC payloads and trailers.
     pub max_rpc_frame: u32,
+    /// Cap on TCP connections that have not finished their hello, node-wide; over it the
+    /// oldest of them is dropped.
+    pub max_unauthenticated_connections: usize,
+    /// Cap on all TCP connections, node-wide; lowered at start to fit the fd limit.
+    pub max_connections: usize,
     /// Extra system config (JSON object) the head stores in the GCS KV.
     pub system_config: String,
     /// Node name shown in status.
@@ -253,6 +266,8 @@ impl NodeConfig {
             heartbeat_timeout: Duration::from_secs(5),
             max_local_frame: 64 << 20,
             max_rpc_frame: 64 << 20,
+            max_unauthenticated_connections: DEFAULT_MAX_UNAUTHENTICATED,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             system_config: "{}".into(),
             node_name: String::new(),
             sched: SchedConfig::default(),
@@ -282,6 +297,16 @@ impl NodeConfig {
         }
         if self.auth_token.is_empty() {
             return err("no auth token");
+        }
+        if self.auth_token.len() > crate::rpc::admission::MAX_AUTH_TOKEN_LEN {
+            return Err(ConfigError(format!(
+                "the auth token is {} bytes long; at most {} fit in a hello",
+                self.auth_token.len(),
+                crate::rpc::admission::MAX_AUTH_TOKEN_LEN
+            )));
+        }
+        if self.max_unauthenticated_connections == 0 || self.max_connections == 0 {
+            return err("--max-unauthenticated-connections and --max-connections must be at least 1");
         }
         for (name, v) in &self.resources {
             if !v.is_finite() || *v < 0.0 {

@@ -31,10 +31,15 @@ pub enum ErrorKind {
     LocalBadPeer,
     /// A local connection failed mid-frame.
     LocalIo,
+    /// A TCP connection was dropped (the oldest unauthenticated) or refused to keep the
+    /// node within `--max-unauthenticated-connections` / `--max-connections`.
+    RpcOverCapacity,
+    /// An accept failed (out of fds, or anything else that made the loop pause).
+    AcceptFailed,
 }
 
 impl ErrorKind {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 12] = [
         Self::RpcBadFrame,
         Self::RpcBadHello,
         Self::RpcBadToken,
@@ -45,6 +50,8 @@ impl ErrorKind {
         Self::LocalBadFrame,
         Self::LocalBadPeer,
         Self::LocalIo,
+        Self::RpcOverCapacity,
+        Self::AcceptFailed,
     ];
 
     fn label(self) -> &'static str {
@@ -59,6 +66,42 @@ impl ErrorKind {
             Self::LocalBadFrame => "local_bad_frame",
             Self::LocalBadPeer => "local_bad_peer",
             Self::LocalIo => "local_io",
+            Self::RpcOverCapacity => "rpc_over_capacity",
+            Self::AcceptFailed => "accept_failed",
+        }
+    }
+}
+
+/// The accept loops of a node, for their per-listener gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// NodeManagerService.
+    NodeManager,
+    /// ObjectManagerService.
+    ObjectManager,
+    /// The GCS (head, shard 0).
+    Gcs,
+    /// The Prometheus endpoint.
+    Metrics,
+    /// The main local socket (shard 0).
+    Local,
+    /// A shard's own local socket.
+    LocalShard,
+}
+
+impl Listener {
+    const ALL: [Self; 6] =
+        [Self::NodeManager, Self::ObjectManager, Self::Gcs, Self::Metrics, Self::Local, Self::LocalShard];
+
+    /// Its name in logs and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NodeManager => "node_manager",
+            Self::ObjectManager => "object_manager",
+            Self::Gcs => "gcs",
+            Self::Metrics => "metrics",
+            Self::Local => "local",
+            Self::LocalShard => "local_shard",
         }
     }
 }
@@ -87,6 +130,9 @@ pub struct ShardMetrics {
     pub local_connections: AtomicU64,
     /// Long-polls waiting on the GCS's tables (shard 0 of the head).
     pub long_poll_waiters: AtomicU64,
+    /// Open TCP connections that have not finished their hello.
+    pub rpc_unauthenticated: AtomicU64,
+    accept_pause_ms: Vec<AtomicU64>,
     calls: Vec<AtomicU64>,
     errors: Vec<AtomicU64>,
     buckets: Vec<AtomicU64>,
@@ -105,6 +151,8 @@ impl ShardMetrics {
             rpc_connections: AtomicU64::new(0),
             local_connections: AtomicU64::new(0),
             long_poll_waiters: AtomicU64::new(0),
+            rpc_unauthenticated: AtomicU64::new(0),
+            accept_pause_ms: zeros(Listener::ALL.len()),
             calls: zeros(SERVICES * METHODS),
             errors: zeros(ErrorKind::ALL.len()),
             buckets: zeros(BUCKETS_US.len() + 1),
@@ -130,6 +178,12 @@ impl ShardMetrics {
     pub fn error(&self, kind: ErrorKind) {
         let i = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
         self.errors[i].fetch_add(1, Relaxed);
+    }
+
+    /// Sets the pause `listener`'s accept loop is in (zero when it accepts again).
+    pub fn set_accept_pause(&self, listener: Listener, pause: Duration) {
+        let i = Listener::ALL.iter().position(|l| *l == listener).unwrap_or(0);
+        self.accept_pause_ms[i].store(pause.as_millis() as u64, Relaxed);
     }
 
     /// Current count of errors of `kind`.
@@ -179,6 +233,19 @@ impl Metrics {
         gauge(&mut out, "long_poll_waiters", "Long-polls waiting on GCS tables", "gauge", &|s| {
             s.long_poll_waiters.load(Relaxed)
         });
+        gauge(&mut out, "rpc_unauthenticated_connections", "Open TCP connections before their hello", "gauge", &|s| {
+            s.rpc_unauthenticated.load(Relaxed)
+        });
+        let _ = writeln!(
+            out,
+            "# HELP raylet_accept_pause_ms Back-off of an accept loop after failures (0: accepting)\n# TYPE raylet_accept_pause_ms gauge"
+        );
+        for (i, s) in self.shards.iter().enumerate() {
+            for (k, l) in Listener::ALL.iter().enumerate() {
+                let v = s.accept_pause_ms[k].load(Relaxed);
+                let _ = writeln!(out, "raylet_accept_pause_ms{{shard=\"{i}\",listener=\"{}\"}} {v}", l.label());
+            }
+        }
 
         let _ = writeln!(out, "# HELP raylet_rpc_calls_total RPCs served\n# TYPE raylet_rpc_calls_total counter");
         for (i, s) in self.shards.iter().enumerate() {

@@ -96,6 +96,7 @@ fn closing_cases(token: &str) -> Vec<Case> {
     let mut bad_magic = raw_header(FrameHeader::control(FrameKind::Hello), 0);
     bad_magic[..4].copy_from_slice(b"XXXX");
     let huge_hello = raw_header(FrameHeader::control(FrameKind::Hello), 1 << 31).to_vec();
+    let big_hello = raw_header(FrameHeader::control(FrameKind::Hello), 64 << 20).to_vec();
     let request = FrameHeader::request(nm_svc::SERVICE_ID, nm_svc::method::GET_SYSTEM_CONFIG, 1, 1000);
     let huge_request = raw_header(request, 1 << 31).to_vec();
     let mut mid_frame = raw_header(request, 100).to_vec();
@@ -119,6 +120,7 @@ fn closing_cases(token: &str) -> Vec<Case> {
         case("random bytes", Send::Raw(random), false, "rpc_bad_hello", false),
         case("bad magic", Send::Raw(bad_magic.to_vec()), false, "rpc_bad_hello", false),
         case("hello length 2^31", Send::Raw(huge_hello), false, "rpc_bad_hello", false),
+        case("hello length 64 MiB (over the 4 KiB hello cap)", Send::Raw(big_hello), false, "rpc_bad_hello", true),
         case("a request before the hello", Send::Raw(encode_frame(request, &[], 0)), false, "rpc_bad_hello", false),
         case(
             "disconnect in the middle of the hello",

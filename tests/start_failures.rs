@@ -72,5 +72,11 @@ fn an_invalid_configuration_is_refused_before_starting() {
         }
         let opts = NodeOpts::head().args(["--resources", r#"{"CPU": 3}"#]);
         expect_failure(&dir, &opts, &["--resources"]);
+        let opts = NodeOpts::head().args(["--max-connections", "0"]);
+        expect_failure(&dir, &opts, &["--max-connections"]);
+        // Its own hellos must fit the 4 KiB hello cap.
+        let mut opts = NodeOpts::head();
+        opts.env.push(("RAYLET_AUTH_TOKEN".into(), "t".repeat(5000)));
+        expect_failure(&dir, &opts, &["auth token is 5000 bytes"]);
     });
 }

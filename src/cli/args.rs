@@ -219,6 +219,14 @@ pub struct StartArgs {
     /// Cap on local-protocol payloads, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     pub max_local_frame: u64,
+    /// Most TCP connections before their hello, node-wide (all listeners and shards);
+    /// past it the oldest of them is dropped for the newcomer.
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_UNAUTHENTICATED)]
+    pub max_unauthenticated_connections: usize,
+    /// Most TCP connections, node-wide; lowered at start to leave a quarter of the fd
+    /// limit (at least 64 fds) to everything else.
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// System config JSON stored in the GCS KV (head only).
     #[arg(long, default_value = "{}")]
     pub system_config: String,
@@ -353,6 +361,8 @@ impl StartArgs {
         cfg.heartbeat_period = Duration::from_millis(self.heartbeat_period_ms);
         cfg.heartbeat_timeout = Duration::from_millis(self.heartbeat_timeout_ms);
         cfg.max_local_frame = self.max_local_frame;
+        cfg.max_unauthenticated_connections = self.max_unauthenticated_connections;
+        cfg.max_connections = self.max_connections;
         cfg.system_config = self.system_config.clone();
         cfg.node_name = self.node_name.clone();
         cfg.sched = self.sched_config(cpus)?;

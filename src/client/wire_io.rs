@@ -138,20 +138,9 @@ impl FrameStream {
     /// either way; a refusal carries the reason).
     pub fn accept_hello(&mut self, token: &str, limits: &FrameLimits) -> Result<bool, FrameIoError> {
         let (h, p) = self.read_frame(limits)?;
-        let hello = (h.kind == FrameKind::Hello).then(|| Hello::decode(p.as_slice()).ok()).flatten();
-        let (ok, message) = match hello {
-            None => (false, "expected a hello".to_string()),
-            Some(h) if h.protocol_version != PROTOCOL_VERSION => {
-                (false, format!("protocol version {} not supported", h.protocol_version))
-            }
-            Some(h) if !constant_time_eq(h.auth_token.as_bytes(), token.as_bytes()) => {
-                (false, "wrong auth token".to_string())
-            }
-            Some(_) => (true, String::new()),
-        };
-        let ack = HelloAck { protocol_version: PROTOCOL_VERSION, ok, message, shard: 0, shards: 1 };
-        self.write_frame(FrameHeader::control(FrameKind::HelloAck), &ack.encode_to_vec())?;
-        Ok(ok)
+        let verdict = check_hello(&h, &p, token);
+        self.write_frame(FrameHeader::control(FrameKind::HelloAck), &hello_ack(&verdict))?;
+        Ok(verdict.is_ok())
     }
 
     /// Client side of the hello: the serving shard, or `Ok(Err(reason))` when the peer
@@ -169,6 +158,28 @@ impl FrameStream {
             Err(e) => Ok(Err(format!("undecodable hello ack: {e}"))),
         }
     }
+}
+
+/// Whether a hello frame presents `token` in our protocol version; the refusal's reason.
+pub fn check_hello(h: &FrameHeader, payload: &[u8], token: &str) -> Result<(), String> {
+    let hello = (h.kind == FrameKind::Hello).then(|| Hello::decode(payload).ok()).flatten();
+    match hello {
+        None => Err("expected a hello".to_string()),
+        Some(h) if h.protocol_version != PROTOCOL_VERSION => {
+            Err(format!("protocol version {} not supported", h.protocol_version))
+        }
+        Some(h) if !constant_time_eq(h.auth_token.as_bytes(), token.as_bytes()) => Err("wrong auth token".to_string()),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The payload of the hello ack answering `verdict` (from a single-shard server).
+pub fn hello_ack(verdict: &Result<(), String>) -> Vec<u8> {
+    let (ok, message) = match verdict {
+        Ok(()) => (true, String::new()),
+        Err(m) => (false, m.clone()),
+    };
+    HelloAck { protocol_version: PROTOCOL_VERSION, ok, message, shard: 0, shards: 1 }.encode_to_vec()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

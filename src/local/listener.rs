@@ -5,11 +5,12 @@
 //! Each socket has one acceptor thread that blocks in `accept`, checks the peer with
 //! `SO_PEERCRED` (same uid or root), and forwards the descriptor to its shard: the main
 //! socket's go to shard 0, which hands each connection to an owner shard round robin; a
-//! per-shard socket's go straight to that shard.
+//! per-shard socket's go straight to that shard. A failed accept pauses the thread
+//! (doubling while the process is out of fds, see `rpc::admission::AcceptPacer`).
 
 use super::conn::SocketKind;
 use crate::config::NodeConfig;
-use crate::metrics::{ErrorKind, Metrics};
+use crate::metrics::{ErrorKind, Listener, Metrics};
 use crate::shard::msg::Req;
 use crate::shard::Shard;
 use futures_lite::StreamExt;
@@ -38,16 +39,20 @@ fn accept_thread(
     listener: UnixListener,
     metrics: Metrics,
     shard: usize,
+    which: Listener,
 ) -> std::io::Result<futures_channel::mpsc::Receiver<RawFd>> {
     let (mut tx, rx) = futures_channel::mpsc::channel::<RawFd>(128);
+    let mut pacer = crate::rpc::admission::AcceptPacer::new(which, metrics.clone(), shard);
     std::thread::Builder::new().name(format!("local-accept-{shard}")).spawn(move || {
         let me = nix::unistd::geteuid().as_raw();
         loop {
             let stream = match listener.accept() {
-                Ok((s, _)) => s,
+                Ok((s, _)) => {
+                    pacer.succeeded();
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!("local accept failed: {e}");
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    std::thread::sleep(pacer.failed(&e));
                     continue;
                 }
             };
@@ -83,7 +88,7 @@ fn accept_thread(
 /// Binds the main socket (shard 0).
 pub fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
     let listener = bind(&shard.cfg.socket_path())?;
-    let mut rx = accept_thread(listener, shard.metrics.clone(), 0)?;
+    let mut rx = accept_thread(listener, shard.metrics.clone(), 0, Listener::Local)?;
     let s = shard.clone();
     shard.keep(
         glommio::spawn_local(async move {
@@ -106,7 +111,7 @@ pub fn start(shard: &Rc<Shard>) -> std::io::Result<()> {
 /// Binds this shard's own socket.
 pub fn start_shard_socket(shard: &Rc<Shard>) -> std::io::Result<()> {
     let listener = bind(&shard_socket_path(&shard.cfg, shard.id.index()))?;
-    let mut rx = accept_thread(listener, shard.metrics.clone(), shard.id.index())?;
+    let mut rx = accept_thread(listener, shard.metrics.clone(), shard.id.index(), Listener::LocalShard)?;
     let s = shard.clone();
     shard.keep(
         glommio::spawn_local(async move {

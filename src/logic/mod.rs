@@ -7,6 +7,7 @@
 //! driver owns exactly one real timer per machine. Randomness comes from a caller-seeded
 //! `fastrand::Rng`.
 //!
+//! - [`admission`]: caps on unauthenticated TCP peers, refusal log rate, accept back-off.
 //! - [`gcs`]: the embedded GCS's node table and KV.
 //! - [`resources`]: fixed-point quantities and one node's resource ledger.
 //! - [`lease`]: lease scheduling ([`lease::policy`] picks a node).
@@ -19,6 +20,7 @@
 //! - [`waits`]: Get/Wait requests waiting for objects.
 //! - [`transfer`]: chunk layout, pull admission/retry, push scheduling.
 
+pub mod admission;
 pub mod bundles;
 pub mod gcs;
 pub mod lease;

@@ -1,16 +1,25 @@
 //! A minimal HTTP/1.1 endpoint for Prometheus scrapes: `GET /metrics` answers the text
 //! exposition, anything else 404. One request per connection; requests are capped at 8 KiB.
+//!
+//! A scrape never authenticates, so it counts as a connection before its hello for its
+//! whole (at most 5 s) life, under the node-wide caps of [`super::admission`].
 
+use super::admission::ShardAdmission;
+use crate::metrics::Listener;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::Duration;
 
 /// Serves `render()` at `/metrics` until the task is dropped.
-pub async fn serve_metrics(listener: TcpListener, render: Rc<dyn Fn() -> String>) {
+pub async fn serve_metrics(listener: TcpListener, render: Rc<dyn Fn() -> String>, admission: Rc<ShardAdmission>) {
+    let mut pacer = admission.pacer(Listener::Metrics);
     loop {
         match listener.accept().await {
             Ok(s) => {
+                pacer.succeeded();
+                let fd = std::os::unix::io::AsRawFd::as_raw_fd(&s);
+                let Some(ticket) = admission.admit(fd, Listener::Metrics, s.peer_addr().ok()) else { continue };
                 let render = render.clone();
                 glommio::spawn_local(async move {
                     let _ = glommio::timer::timeout(Duration::from_secs(5), async move {
@@ -18,12 +27,15 @@ pub async fn serve_metrics(listener: TcpListener, render: Rc<dyn Fn() -> String>
                         Ok(())
                     })
                     .await;
+                    drop(ticket);
                 })
                 .detach();
             }
             Err(e) => {
-                tracing::warn!("metrics accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                let pause = pacer.failed_glommio(e);
+                if !pause.is_zero() {
+                    glommio::timer::sleep(pause).await;
+                }
             }
         }
     }

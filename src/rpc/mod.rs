@@ -7,9 +7,11 @@
 //! - [`idle`]: the idle deadline of a connection and its watchdog.
 //! - [`sockopt`]: keepalive and user timeout (socket2), and the watchdog's cut.
 //! - [`server`]: per-shard listener, hello/auth, dispatch.
+//! - [`admission`]: node-wide caps on connections before their hello; accept pacing.
 //! - [`client`]: async per-peer client with reconnect and retry.
 //! - [`blocking`]: the same protocol for non-executor programs.
 
+pub mod admission;
 pub mod blocking;
 pub mod client;
 pub mod conn;

@@ -4,14 +4,21 @@
 //! Every shard binds the same port with `SO_REUSEPORT` (glommio's `TcpListener::bind` sets
 //! it) and serves the connections the kernel hands it. Bad input closes only the offending
 //! connection, with a logged reason and a counted error.
+//!
+//! Before its hello a connection is cheap to hold and cheap to refuse: it is admitted
+//! under the node-wide caps of [`super::admission`] (which may drop the oldest such
+//! connection for it), its hello may declare at most
+//! [`MAX_HELLO_PAYLOAD`](super::admission::MAX_HELLO_PAYLOAD) bytes, checked before any
+//! payload byte is read, and its refusal is logged at a limited rate.
 
+use super::admission::{AcceptPacer, ShardAdmission, Ticket, MAX_HELLO_PAYLOAD};
 use super::conn::{split_local, FrameReader, FrameSender, OutFrame, ReadError};
 use super::frame::{FrameHeader, FrameKind, FrameLimits, PROTOCOL_VERSION};
 use super::idle::Activity;
 use super::readahead::EagerRecv;
 use super::scope::ConnScope;
 use super::status::Status;
-use crate::metrics::{ErrorKind, Metrics};
+use crate::metrics::{ErrorKind, Listener, Metrics};
 use crate::wire::rpc::{Hello, HelloAck};
 use futures_lite::future::BoxedLocal;
 use glommio::net::{TcpListener, TcpStream};
@@ -98,14 +105,22 @@ pub struct ServerConfig {
     pub metrics: Metrics,
     /// Task queue connections run in (bulk transfer runs below latency-sensitive work).
     pub task_queue: Option<glommio::TaskQueueHandle>,
+    /// Which listener this is (metrics of its accept loop).
+    pub listener: Listener,
+    /// This shard's admission of connections before their hello.
+    pub admission: Rc<ShardAdmission>,
 }
 
 /// Accepts connections on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, router: Rc<Router>, cfg: Rc<ServerConfig>) {
+    let mut pacer = AcceptPacer::new(cfg.listener, cfg.metrics.clone(), cfg.shard);
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let conn = serve_connection(stream, router.clone(), cfg.clone());
+                pacer.succeeded();
+                let fd = std::os::unix::io::AsRawFd::as_raw_fd(&stream);
+                let Some(ticket) = cfg.admission.admit(fd, cfg.listener, stream.peer_addr().ok()) else { continue };
+                let conn = serve_connection(stream, ticket, router.clone(), cfg.clone());
                 match cfg.task_queue {
                     Some(tq) => match glommio::spawn_local_into(conn, tq) {
                         Ok(t) => t.detach(),
@@ -118,15 +133,18 @@ pub async fn serve(listener: TcpListener, router: Rc<Router>, cfg: Rc<ServerConf
                 };
             }
             Err(e) => {
-                tracing::warn!(label = cfg.label, shard = cfg.shard, "accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                let pause = pacer.failed_glommio(e);
+                if !pause.is_zero() {
+                    glommio::timer::sleep(pause).await;
+                }
             }
         }
     }
 }
 
-async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerConfig>) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+async fn serve_connection(stream: TcpStream, ticket: Ticket, router: Rc<Router>, cfg: Rc<ServerConfig>) {
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr.map(|a| a.to_string()).unwrap_or_else(|| "?".into());
     let _ = stream.set_nodelay(true);
     if let Err(e) = super::sockopt::tune(&stream, cfg.idle_timeout) {
         tracing::debug!(label = cfg.label, %peer, "keepalive not set: {e}");
@@ -147,20 +165,31 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerC
         activity.clone(),
     );
     let scope = ConnScope::new();
+    // `Err(None)`: a peer refused before its hello, already counted and logged.
     let outcome = match handshake(&mut reader, &tx, &cfg).await {
-        Ok(()) => {
+        Ok(()) if ticket.authenticated() => {
             // Dropped (cancelled) when the read loop ends, while `reader` still holds the
             // socket open: the watchdog never shuts down an fd that was reused.
             let _watchdog = glommio::spawn_local(super::idle::watch(activity.clone(), cfg.idle_timeout, move || {
                 super::sockopt::cut(fd)
             }));
-            read_loop(&mut reader, &tx, &router, &cfg, &scope).await
+            read_loop(&mut reader, &tx, &router, &cfg, &scope).await.map_err(Some)
         }
-        Err(e) => Err(e),
+        // Dropped for a newer peer while its hello was being answered.
+        Ok(()) => Err(None),
+        Err((kind, reason)) => {
+            // Logged at a limited rate, with a count; not at all when the failure is only
+            // the close of a connection dropped for a newer peer (counted as such).
+            if ticket.refused() {
+                m.error(kind);
+                cfg.admission.refused(cfg.listener, peer_addr, &reason);
+            }
+            Err(None)
+        }
     };
     let outcome = if activity.was_cut() {
         let why = format!("no byte moved for {:?} in the middle of a frame (idle deadline)", cfg.idle_timeout);
-        Err((ErrorKind::RpcIdle, why))
+        Err(Some((ErrorKind::RpcIdle, why)))
     } else {
         outcome
     };
@@ -168,7 +197,8 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerC
     scope.close();
     match outcome {
         Ok(()) => tracing::debug!(label = cfg.label, shard = cfg.shard, %peer, "connection closed by peer"),
-        Err((kind, reason)) => {
+        Err(None) => {}
+        Err(Some((kind, reason))) => {
             m.error(kind);
             tracing::warn!(label = cfg.label, shard = cfg.shard, %peer, "closing connection: {reason}");
         }
@@ -181,6 +211,8 @@ async fn serve_connection(stream: TcpStream, router: Rc<Router>, cfg: Rc<ServerC
     })
     .await;
     m.rpc_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    // Counted as open until its task ends.
+    drop(ticket);
 }
 
 type Failure = (ErrorKind, String);
@@ -190,23 +222,6 @@ async fn handshake<R: futures_lite::AsyncRead + Unpin>(
     tx: &FrameSender,
     cfg: &ServerConfig,
 ) -> Result<(), Failure> {
-    let hello = glommio::timer::timeout(cfg.hello_timeout, async {
-        let h = reader.read_header().await.map_err(|e| std::io::Error::other(e.to_string()))?;
-        let p = reader.read_payload(&h).await.map_err(|e| std::io::Error::other(e.to_string()))?;
-        Ok((h, p))
-    })
-    .await;
-    let (h, p) = match hello {
-        Ok(x) => x,
-        Err(glommio::GlommioError::TimedOut(_)) => {
-            return Err((ErrorKind::RpcBadHello, format!("no hello within {:?}", cfg.hello_timeout)))
-        }
-        Err(e) => return Err((ErrorKind::RpcBadHello, format!("bad hello: {e}"))),
-    };
-    if h.kind != FrameKind::Hello {
-        return Err((ErrorKind::RpcBadHello, format!("first frame is {:?}, not a hello", h.kind)));
-    }
-    let hello = Hello::decode(p.as_slice()).map_err(|e| (ErrorKind::RpcBadHello, format!("undecodable hello: {e}")))?;
     let refuse = |msg: String| {
         OutFrame::new(
             FrameHeader::control(FrameKind::HelloAck),
@@ -220,6 +235,31 @@ async fn handshake<R: futures_lite::AsyncRead + Unpin>(
             .encode_to_vec(),
         )
     };
+    let hello = glommio::timer::timeout(cfg.hello_timeout, async {
+        let h = reader.read_header().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        if h.kind != FrameKind::Hello || h.payload_len > MAX_HELLO_PAYLOAD {
+            return Ok(Err(h));
+        }
+        let p = reader.read_payload(&h).await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Ok(p))
+    })
+    .await;
+    let p = match hello {
+        Ok(Ok(p)) => p,
+        Ok(Err(h)) if h.kind != FrameKind::Hello => {
+            return Err((ErrorKind::RpcBadHello, format!("first frame is {:?}, not a hello", h.kind)))
+        }
+        Ok(Err(h)) => {
+            let msg = format!("hello of {} bytes exceeds the cap of {MAX_HELLO_PAYLOAD}", h.payload_len);
+            let _ = tx.send(refuse(msg.clone())).await;
+            return Err((ErrorKind::RpcBadHello, msg));
+        }
+        Err(glommio::GlommioError::TimedOut(_)) => {
+            return Err((ErrorKind::RpcBadHello, format!("no hello within {:?}", cfg.hello_timeout)))
+        }
+        Err(e) => return Err((ErrorKind::RpcBadHello, format!("bad hello: {e}"))),
+    };
+    let hello = Hello::decode(p.as_slice()).map_err(|e| (ErrorKind::RpcBadHello, format!("undecodable hello: {e}")))?;
     if hello.protocol_version != PROTOCOL_VERSION {
         let msg = format!("protocol version {} not supported (want {PROTOCOL_VERSION})", hello.protocol_version);
         let _ = tx.send(refuse(msg.clone())).await;

@@ -68,7 +68,7 @@ impl NodeServices {
             node.gcs_addr.set(Some(bound));
             let router = Rc::new(super::routes::gcs(gcs, pgs));
             let server = Rc::new(crate::rpc::server::ServerConfig {
-                label: "gcs",
+                label: crate::metrics::Listener::Gcs.label(),
                 auth_token: shard.token.clone(),
                 limits: crate::rpc::frame::FrameLimits { max_payload: cfg.max_rpc_frame, max_trailer: 0 },
                 hello_timeout: std::time::Duration::from_secs(5),
@@ -78,6 +78,8 @@ impl NodeServices {
                 shards: 1,
                 metrics: shard.metrics.clone(),
                 task_queue: None,
+                listener: crate::metrics::Listener::Gcs,
+                admission: shard.admission.clone(),
             });
             shard.keep(glommio::spawn_local(crate::rpc::server::serve(listener, router, server)).detach());
         }
@@ -86,7 +88,8 @@ impl NodeServices {
         node.metrics_addr.set(Some(ml.local_addr().map_err(|e| e.to_string())?));
         let metrics = shard.metrics.clone();
         let render = Rc::new(move || metrics.render(super::routes::method_name));
-        shard.keep(glommio::spawn_local(crate::rpc::http::serve_metrics(ml, render)).detach());
+        let serve = crate::rpc::http::serve_metrics(ml, render, shard.admission.clone());
+        shard.keep(glommio::spawn_local(serve).detach());
         crate::local::listener::start(shard)
             .map_err(|e| format!("local socket {}: {e}", cfg.socket_path().display()))?;
         Ok(node)

@@ -19,6 +19,7 @@ const MESH_DEPTH: usize = 1024;
 /// Runs a node until it stops; returns the process exit code.
 pub fn run(cfg: NodeConfig) -> i32 {
     raise_memlock(cfg.shards);
+    let admission = admission_for(&cfg, raise_nofile());
     let (sig_tx, sig_rx) = futures_channel::mpsc::channel::<i32>(4);
     let (exit_tx, exit_rx) = futures_channel::mpsc::channel::<ChildExit>(1024);
     if let Err(e) = spawn_signal_thread(sig_tx, exit_tx) {
@@ -39,9 +40,9 @@ pub fn run(cfg: NodeConfig) -> i32 {
         if let Some(spin) = cfg.spin_before_park {
             b = b.spin_before_park(spin);
         }
-        let (cfg, mesh, metrics) = (cfg.clone(), mesh.clone(), metrics.clone());
+        let (cfg, mesh, metrics, admission) = (cfg.clone(), mesh.clone(), metrics.clone(), admission.clone());
         let process = if i == 0 { inputs.take() } else { None };
-        match b.spawn(move || run_shard(i, cfg, mesh, metrics, process)) {
+        match b.spawn(move || run_shard(i, cfg, mesh, metrics, admission, process)) {
             Ok(h) => handles.push(h),
             Err(e) => {
                 // The shards already spawned wait in the mesh join with a timeout and
@@ -106,6 +107,59 @@ fn raise_memlock(shards: usize) {
         Ok(()) => tracing::debug!("RLIMIT_MEMLOCK raised to the hard limit {capped}"),
         Err(e) => tracing::debug!("cannot raise RLIMIT_MEMLOCK (now {soft}): {e}"),
     }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (every peer and client holds an fd,
+/// and the common soft limit of 1024 is a few hundred peers); returns the soft limit in
+/// force afterwards.
+fn raise_nofile() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        tracing::warn!("cannot read RLIMIT_NOFILE; assuming 1024");
+        return 1024;
+    };
+    if soft >= hard {
+        tracing::info!("RLIMIT_NOFILE is {soft}, the hard limit");
+        return soft;
+    }
+    // An unlimited hard limit still stops at the kernel's fs.nr_open.
+    let want = if hard == RLIM_INFINITY {
+        std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(soft)
+    } else {
+        hard
+    };
+    match setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
+        Ok(()) => {
+            tracing::info!("RLIMIT_NOFILE raised from {soft} to {want}, the hard limit");
+            want
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise RLIMIT_NOFILE from {soft} to {want}: {e}");
+            soft
+        }
+    }
+}
+
+/// The node-wide connection caps, fitted to the fd limit `nofile`.
+fn admission_for(cfg: &NodeConfig, nofile: u64) -> std::sync::Arc<crate::rpc::admission::NodeAdmission> {
+    let configured = crate::logic::admission::AdmissionLimits {
+        max_unauthenticated: cfg.max_unauthenticated_connections,
+        max_connections: cfg.max_connections,
+    };
+    let (limits, lowered) = configured.fitted(nofile);
+    if lowered {
+        tracing::warn!(
+            "--max-connections {} lowered to {} to fit RLIMIT_NOFILE {nofile} (raise the hard limit for more)",
+            configured.max_connections,
+            limits.max_connections
+        );
+    }
+    tracing::info!(
+        "TCP connections capped at {} ({} before their hello), node-wide",
+        limits.max_connections,
+        limits.max_unauthenticated
+    );
+    crate::rpc::admission::NodeAdmission::new(limits)
 }
 
 /// The CPUs this process may run on, in order.

@@ -10,7 +10,7 @@ use super::mesh::{run_receivers, Mesh, ShardMsg};
 use super::msg::{Rep, Req, StartInfo};
 use crate::config::NodeConfig;
 use crate::ids::{NodeId, ShardId};
-use crate::metrics::Metrics;
+use crate::metrics::{Listener, Metrics};
 use crate::rpc::server::ServerConfig;
 use crate::rpc::ClientPool;
 use crate::store::arena::Arena;
@@ -61,6 +61,8 @@ pub struct Shard {
     pub gcs_address: Cell<Option<SocketAddr>>,
     /// Local connections served by this shard.
     pub local: crate::local::conn::LocalConns,
+    /// This shard's admission of TCP connections (node-wide caps).
+    pub admission: Rc<crate::rpc::admission::ShardAdmission>,
     /// Node-wide services (shard 0 only).
     pub node: RefCell<Option<Rc<crate::services::node::NodeServices>>>,
     /// This shard's object store (after start).
@@ -136,9 +138,9 @@ impl Shard {
         let bulk =
             glommio::executor().create_task_queue(glommio::Shares::Static(250), glommio::Latency::NotImportant, "bulk");
         self.bulk.set(Some(bulk));
-        let server = |label, task_queue| {
+        let server = |listener: Listener, task_queue| {
             Rc::new(ServerConfig {
-                label,
+                label: listener.label(),
                 auth_token: self.token.clone(),
                 limits: crate::rpc::frame::FrameLimits {
                     max_payload: self.cfg.max_rpc_frame,
@@ -151,15 +153,18 @@ impl Shard {
                 shards: self.n,
                 metrics: self.metrics.clone(),
                 task_queue,
+                listener,
+                admission: self.admission.clone(),
             })
         };
         let nm_router = Rc::new(crate::services::routes::node_manager(self));
         let om_router = Rc::new(crate::services::routes::object_manager(self));
         self.keep(
-            glommio::spawn_local(crate::rpc::server::serve(nm, nm_router, server("node_manager", None))).detach(),
+            glommio::spawn_local(crate::rpc::server::serve(nm, nm_router, server(Listener::NodeManager, None)))
+                .detach(),
         );
         self.keep(
-            glommio::spawn_local(crate::rpc::server::serve(om, om_router, server("object_manager", Some(bulk))))
+            glommio::spawn_local(crate::rpc::server::serve(om, om_router, server(Listener::ObjectManager, Some(bulk))))
                 .detach(),
         );
         crate::local::listener::start_shard_socket(self)?;
@@ -199,6 +204,7 @@ pub async fn run_shard(
     cfg: NodeConfig,
     mesh: MeshBuilder<ShardMsg, Full>,
     metrics: Metrics,
+    admission: Arc<crate::rpc::admission::NodeAdmission>,
     process: Option<ProcessInputs>,
 ) -> i32 {
     let joined = glommio::timer::timeout(Duration::from_secs(20), async {
@@ -224,6 +230,7 @@ pub async fn run_shard(
         token: cfg.auth_token.clone().into(),
         clients: ClientPool::new(cfg.auth_token.clone().into(), index as u32).with_idle_timeout(cfg.rpc_idle_timeout),
         cfg,
+        admission: crate::rpc::admission::ShardAdmission::new(admission, metrics.clone(), index),
         metrics,
         mesh: mesh.clone(),
         started_at: Instant::now(),

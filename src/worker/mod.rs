@@ -8,7 +8,9 @@
 //! object-store work of `produce` and `consume`.
 //!
 //! # Server design
-//! A blocking thread per connection over `rpc::frame` (see [`server`]). A leased worker
+//! One thread holds every connection until its hello ([`gate`]: bounded, with a hello
+//! deadline and an accept back-off), then a blocking thread per authenticated connection
+//! over `rpc::frame` (see [`server`]). A leased worker
 //! serves one lessee at a time, over one connection, one task after another, so the
 //! lowest-latency shape is a thread that sits in `read` and answers in place: a request
 //! costs one `read` and one `write` with no executor hand-off or wake-up. The raylet's
@@ -21,6 +23,7 @@
 //! object with `client::tasks::fill` content; returns its id) and `consume(object_id)`
 //! (gets it, pulling from another node if needed; returns its CRC32C and size).
 
+mod gate;
 mod server;
 mod store;
 
@@ -64,17 +67,6 @@ fn start(args: &WorkerArgs) -> Result<(), String> {
     let auth = std::env::var(env::AUTH_TOKEN).map_err(|_| format!("{} is not set", env::AUTH_TOKEN))?;
     let (id, listener, jobs) = store::start(args.socket.clone(), args.startup_token, args.node_ip)?;
     let spin = std::time::Duration::from_micros(args.spin_us);
-    let worker = Arc::new(server::Worker::new(id, auth, jobs, spin));
-    for stream in listener.incoming() {
-        match stream {
-            Ok(s) => {
-                let w = worker.clone();
-                if let Err(e) = std::thread::Builder::new().name("worker-conn".into()).spawn(move || w.serve(s)) {
-                    eprintln!("raylet worker: cannot start a connection thread: {e}");
-                }
-            }
-            Err(e) => eprintln!("raylet worker: accept failed: {e}"),
-        }
-    }
-    Ok(())
+    let worker = Arc::new(server::Worker::new(id, jobs, spin));
+    gate::run(listener, worker, auth).map_err(|e| format!("cannot serve WorkerService: {e}"))
 }

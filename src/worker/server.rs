@@ -1,5 +1,6 @@
-//! The worker's `WorkerService` server: one blocking thread per connection (see the
-//! parent module for why), the built-in tasks, and the Exit / LocalGC semantics.
+//! The worker's `WorkerService` server: one blocking thread per authenticated connection
+//! (see the parent module for why; [`super::gate`] checks the hello), the built-in tasks,
+//! and the Exit / LocalGC semantics.
 //!
 //! Exit (RAY-NOTES.md §8.5): `force_exit` always succeeds; a cooperative exit is refused
 //! while a task is running on another connection (the worker still has work that someone
@@ -30,7 +31,6 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 #[derive(Debug)]
 pub(super) struct Worker {
     id: WorkerId,
-    auth: String,
     tasks_run: AtomicU64,
     local_gc_runs: AtomicU64,
     exit_refused: AtomicU64,
@@ -43,10 +43,9 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    pub(super) fn new(id: WorkerId, auth: String, jobs: mpsc::Sender<Job>, spin: Duration) -> Self {
+    pub(super) fn new(id: WorkerId, jobs: mpsc::Sender<Job>, spin: Duration) -> Self {
         Self {
             id,
-            auth,
             tasks_run: AtomicU64::new(0),
             local_gc_runs: AtomicU64::new(0),
             exit_refused: AtomicU64::new(0),
@@ -65,15 +64,11 @@ impl Worker {
         rx.recv().map_err(|_| Status::unavailable("the worker's raylet connection is gone"))?.map_err(Status::internal)
     }
 
-    /// Serves one connection until it closes or sends garbage.
+    /// Serves one authenticated connection until it closes or sends garbage.
     pub(super) fn serve(&self, s: TcpStream) {
-        let _ = s.set_nodelay(true);
         let mut s = FrameStream::new(s);
         s.set_spin(self.spin);
         let limits = FrameLimits::default();
-        if !matches!(s.accept_hello(&self.auth, &limits), Ok(true)) {
-            return;
-        }
         loop {
             let Ok((h, payload)) = s.read_frame(&limits) else { return };
             if h.kind != FrameKind::Request {

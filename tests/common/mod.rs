@@ -15,6 +15,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod flood;
 pub mod netns;
 
 use serde_json::Value;
@@ -222,6 +223,9 @@ pub struct NodeOpts {
     pub env: Vec<(String, String)>,
     /// A command the raylet runs under (e.g. `ip netns exec NS`); empty: none.
     pub wrap: Vec<String>,
+    /// The command that runs raylet, when not the built binary alone (e.g. `prlimit
+    /// --nofile=256:256 <binary>`, or another build to compare with).
+    pub program: Vec<String>,
 }
 
 impl NodeOpts {
@@ -235,6 +239,7 @@ impl NodeOpts {
             args: Vec::new(),
             env: Vec::new(),
             wrap: Vec::new(),
+            program: Vec::new(),
         }
     }
 
@@ -256,10 +261,12 @@ impl NodeOpts {
     }
 
     fn command(&self, dir: &Path) -> Command {
-        let mut c = match self.wrap.split_first() {
-            Some((cmd, rest)) => {
-                let mut c = Command::new(cmd);
-                c.args(rest).arg(RAYLET);
+        let program = if self.program.is_empty() { vec![RAYLET.to_string()] } else { self.program.clone() };
+        let argv: Vec<&String> = self.wrap.iter().chain(program.iter()).collect();
+        let mut c = match argv.split_first() {
+            Some((p, rest)) => {
+                let mut c = Command::new(p);
+                c.args(rest);
                 c
             }
             None => Command::new(RAYLET),
