@@ -29,10 +29,14 @@ pub enum ErrorKind {
     LocalBadPeer,
     /// A local connection failed mid-frame.
     LocalIo,
+    /// Writing a spill file failed (a full or failing disk).
+    SpillWrite,
+    /// A spilled copy read back was corrupt, truncated or gone.
+    SpillCorrupt,
 }
 
 impl ErrorKind {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 11] = [
         Self::RpcBadFrame,
         Self::RpcBadHello,
         Self::RpcBadToken,
@@ -42,6 +46,8 @@ impl ErrorKind {
         Self::LocalBadFrame,
         Self::LocalBadPeer,
         Self::LocalIo,
+        Self::SpillWrite,
+        Self::SpillCorrupt,
     ];
 
     fn label(self) -> &'static str {
@@ -55,6 +61,8 @@ impl ErrorKind {
             Self::LocalBadFrame => "local_bad_frame",
             Self::LocalBadPeer => "local_bad_peer",
             Self::LocalIo => "local_io",
+            Self::SpillWrite => "spill_write",
+            Self::SpillCorrupt => "spill_corrupt",
         }
     }
 }

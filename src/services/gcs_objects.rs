@@ -55,6 +55,7 @@ impl object_directory_gcs_service::ObjectDirectoryGcsServiceHandler for Rc<Objec
                 Ok(LocationChange::Added) => Change::Added { size: u.size, metadata_size: u.metadata_size },
                 Ok(LocationChange::Removed) => Change::Removed,
                 Ok(LocationChange::Spilled) => Change::Spilled { size: u.size, url: u.spilled_url },
+                Ok(LocationChange::SpillRemoved) => Change::SpillRemoved,
                 Err(_) => return Err(Status::invalid_argument(format!("unknown location change {}", u.change))),
             };
             dir.handle_change(node, id, change);

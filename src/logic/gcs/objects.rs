@@ -36,6 +36,8 @@ pub enum Change {
         /// Where.
         url: String,
     },
+    /// The node's spilled copy went away.
+    SpillRemoved,
 }
 
 /// The directory.
@@ -70,6 +72,11 @@ impl Directory {
                     e.size = size;
                 }
                 e.spilled = Some((node, url));
+            }
+            Change::SpillRemoved => {
+                if e.spilled.as_ref().is_some_and(|(n, _)| *n == node) {
+                    e.spilled = None;
+                }
             }
         }
         if e.nodes.is_empty() && e.spilled.is_none() {
@@ -135,5 +142,19 @@ mod tests {
         assert_eq!(d.handle_node_dead(b), 1);
         assert!(d.is_empty());
         assert_eq!(d.handle_node_dead(b), 0);
+    }
+
+    #[test]
+    fn a_removed_spilled_copy_leaves_the_directory_only_from_its_node() {
+        let (a, b) = (NodeId([1; 28]), NodeId([2; 28]));
+        let id = ObjectId([7; 28]);
+        let mut d = Directory::default();
+        d.handle_change(a, id, Change::Spilled { size: 10, url: "spill-1?offset=0&size=74".into() });
+        d.handle_change(b, id, Change::SpillRemoved);
+        assert_eq!(d.get(&id).spilled.as_ref().map(|s| s.0), Some(a), "another node's report changes nothing");
+        let v = d.version();
+        d.handle_change(a, id, Change::SpillRemoved);
+        assert!(d.version() > v);
+        assert!(d.is_empty(), "no copy left anywhere: the entry goes");
     }
 }
