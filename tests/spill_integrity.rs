@@ -93,7 +93,13 @@ fn corrupt_spill_files_never_give_wrong_bytes_and_the_get_fails_clearly() {
                 }
             }
         }
-        eprintln!("{} of {} gets right, {} failed, {} spill files flipped", right.len(), 8, failed.len(), records.len());
+        eprintln!(
+            "{} of {} gets right, {} failed, {} spill files flipped",
+            right.len(),
+            8,
+            failed.len(),
+            records.len()
+        );
         assert_eq!(errors_of(&node, "spill_corrupt"), failed.len() as u64, "each refused restore is counted");
         // Nothing is left half restored, and the lost objects are gone from the node.
         let states = object_states(&dir, &node);
@@ -212,7 +218,11 @@ fn two_nodes_sharing_a_spill_directory_never_clobber_each_other() {
         let ids_a: BTreeSet<ObjectId> = on_a.iter().map(|(id, _)| *id).collect();
         for (path, ids) in spilled_records(&shared) {
             let from_a = path.starts_with(&dir_a);
-            assert!(ids.iter().all(|id| ids_a.contains(id) == from_a), "{} holds the other node's objects", path.display());
+            assert!(
+                ids.iter().all(|id| ids_a.contains(id) == from_a),
+                "{} holds the other node's objects",
+                path.display()
+            );
         }
         assert_all_readable(&a, &on_a);
         assert_all_readable(&b, &on_b);

@@ -61,10 +61,7 @@ fn payload_checksum_must_match_the_one_written() {
     assert_eq!(h.check_payload(crate::checksum::crc32c(data)), Ok(()));
     let mut flipped = data.to_vec();
     flipped[5] ^= 1;
-    assert!(matches!(
-        h.check_payload(crate::checksum::crc32c(&flipped)),
-        Err(SpillError::PayloadChecksum { .. })
-    ));
+    assert!(matches!(h.check_payload(crate::checksum::crc32c(&flipped)), Err(SpillError::PayloadChecksum { .. })));
 }
 
 #[test]

@@ -396,12 +396,15 @@ impl ShardStore {
         // A restore that failed and left the object on disk will not be retried by anyone
         // while this get waits, and a lost object with no copy anywhere cannot be pulled:
         // the get does not wait for them (it reports them missing).
-        let waitable: Vec<ObjectId> = {
+        let waitable: std::borrow::Cow<[ObjectId]> = {
             let t = self.table.borrow();
-            ids.iter()
-                .filter(|id| !lost.contains(id) && t.entry(id).is_none_or(|e| e.state != ObjectState::SpilledOut))
-                .copied()
-                .collect()
+            let skip =
+                |id: &ObjectId| lost.contains(id) || t.entry(id).is_some_and(|e| e.state == ObjectState::SpilledOut);
+            if ids.iter().any(skip) {
+                ids.iter().filter(|id| !skip(id)).copied().collect()
+            } else {
+                ids.into()
+            }
         };
         let missing: Vec<ObjectId> = waitable.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
         if !missing.is_empty() && timeout_ms != 0 && !self.pending.borrow().is_gone(client) {
