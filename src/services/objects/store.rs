@@ -565,8 +565,9 @@ impl ShardStore {
         }
     }
 
-    /// Restores the spilled ones of `ids`; returns those whose spilled copy was lost with
-    /// no copy left on any other node (nothing to wait or pull for).
+    /// Restores the spilled ones of `ids`; returns those that a get should not wait for:
+    /// their restore failed (the record stays for a later get), or their spilled copy was
+    /// lost with no copy left on any other node.
     async fn restore_spilled(&self, shard: &Rc<Shard>, ids: &[ObjectId]) -> Vec<ObjectId> {
         let spilled: Vec<ObjectId> = {
             let t = self.table.borrow();
@@ -581,7 +582,7 @@ impl ShardStore {
         // its memory taken.
         let s = shard.clone();
         let restore = glommio::spawn_local(async move {
-            let mut gone = Vec::new();
+            let mut failed = Vec::new();
             for id in spilled {
                 match super::spilling::restore(&s, &store, id).await {
                     Ok(()) => {}
@@ -589,13 +590,16 @@ impl ShardStore {
                         if !super::directory::copy_elsewhere(&s, id).await {
                             tracing::error!(%id, "no other copy of the object exists: it is lost");
                             store.lost_primaries.borrow_mut().remove(&id);
-                            gone.push(id);
+                            failed.push(id);
                         }
                     }
-                    Err(e) => tracing::warn!(%id, "restore failed: {e}"),
+                    Err(e) => {
+                        tracing::warn!(%id, "restore failed: {e}");
+                        failed.push(id);
+                    }
                 }
             }
-            gone
+            failed
         });
         restore.detach().await.unwrap_or_default()
     }
