@@ -36,10 +36,14 @@ pub enum ErrorKind {
     RpcOverCapacity,
     /// An accept failed (out of fds, or anything else that made the loop pause).
     AcceptFailed,
+    /// Writing a spill file failed (a full or failing disk).
+    SpillWrite,
+    /// A spilled copy read back was corrupt, truncated or gone.
+    SpillCorrupt,
 }
 
 impl ErrorKind {
-    const ALL: [Self; 12] = [
+    const ALL: [Self; 14] = [
         Self::RpcBadFrame,
         Self::RpcBadHello,
         Self::RpcBadToken,
@@ -52,6 +56,8 @@ impl ErrorKind {
         Self::LocalIo,
         Self::RpcOverCapacity,
         Self::AcceptFailed,
+        Self::SpillWrite,
+        Self::SpillCorrupt,
     ];
 
     fn label(self) -> &'static str {
@@ -68,6 +74,8 @@ impl ErrorKind {
             Self::LocalIo => "local_io",
             Self::RpcOverCapacity => "rpc_over_capacity",
             Self::AcceptFailed => "accept_failed",
+            Self::SpillWrite => "spill_write",
+            Self::SpillCorrupt => "spill_corrupt",
         }
     }
 }

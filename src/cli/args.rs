@@ -195,7 +195,8 @@ pub struct StartArgs {
     /// Directory of the store's shared-memory file.
     #[arg(long, default_value = "/dev/shm")]
     pub plasma_directory: PathBuf,
-    /// Directory for spilled objects (default: <session>/spill).
+    /// Directory for spilled objects (default: <session>/spill); nodes may share one (each
+    /// spills into a subdirectory of its own).
     #[arg(long)]
     pub spill_directory: Option<PathBuf>,
     /// Root of session directories.

@@ -14,27 +14,42 @@
 //!
 //! # File naming
 //!
-//! Files are `spill-<n>` in the spill directory, `n` decimal. Each shard has its own planner,
-//! so the shard index occupies the top 16 bits of `n` (`n = shard << 48 | counter`): names
-//! never collide between shards. Names restart at counter 0 in every process, so the IO layer
-//! should spill into a per-session directory.
+//! Every node spills into a directory of its own under the spill directory,
+//! [`node_dir_name`] (`raylet-spill-<node id hex>`), beside the lock file it holds for its
+//! whole life, [`lock_file_name`] (`raylet-spill-<node id hex>.lock`): nodes sharing one
+//! spill directory never touch each other's files, and a node's files can be told stale
+//! (nobody holds its lock) from live. Inside it, files are `spill-<n>`, `n` decimal. Each
+//! shard has its own planner, so the shard index occupies the top 16 bits of `n`
+//! (`n = shard << 48 | counter`): names never collide between shards.
 //!
-//! # Record layout (little-endian)
+//! # Record layout (version 1, little-endian)
 //!
 //! A file is a concatenation of records, one per object, with no file header:
 //!
 //! ```text
-//! offset 0   u64  data_size
-//! offset 8   u64  metadata_size
-//! offset 16  [u8; 28] object id
-//! offset 44  data      (data_size bytes)
+//! offset 0   [u8; 4]  magic "RSPL"
+//! offset 4   u16      version (1)
+//! offset 6   u16      flags (0; a reader rejects any other value)
+//! offset 8   u64      data_size
+//! offset 16  u64      metadata_size
+//! offset 24  [u8; 28] object id
+//! offset 52  u32      CRC32C of the payload (data then metadata)
+//! offset 56  u32      reserved (0)
+//! offset 60  u32      CRC32C of bytes 0..60 of this header
+//! offset 64  data      (data_size bytes)
 //!            metadata  (metadata_size bytes)
 //! ```
+//!
+//! [`RecordHeader::decode`] is a pure function of the header bytes: it refuses a wrong
+//! magic, an unknown version, non-zero flags or reserved bytes, a header checksum that does
+//! not match, and sizes that overflow, and never panics. The payload checksum is checked by
+//! the reader once it has read the payload ([`RecordHeader::check_payload`]), before the
+//! object becomes readable.
 //!
 //! A [`SpillUrl`] points at the *record* (its `offset` is the record start, its `len` is
 //! `RECORD_HEADER_LEN + data_size + metadata_size`), as Ray's `url?offset=..&size=..` does.
 //! A reader checks the header against the URL and the expected id with
-//! [`RecordHeader::decode`] and [`RecordHeader::check`].
+//! [`RecordHeader::check`].
 //!
 //! # File life cycle
 //!
@@ -45,10 +60,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::ids::{ObjectId, ShardId};
+use crate::checksum::crc32c;
+use crate::ids::{NodeId, ObjectId, ShardId};
 
-/// Bytes of the record header: two `u64` sizes and the object id.
-pub const RECORD_HEADER_LEN: u64 = 16 + ObjectId::LEN as u64;
+/// Bytes of the record header (see the module docs).
+pub const RECORD_HEADER_LEN: u64 = 64;
+/// The first bytes of every record.
+pub const RECORD_MAGIC: [u8; 4] = *b"RSPL";
+/// The record layout this code writes and reads.
+pub const RECORD_VERSION: u16 = 1;
+/// Prefix of a node's spill directory and lock file names.
+const NODE_PREFIX: &str = "raylet-spill-";
+/// Suffix of a node's lock file name.
+const LOCK_SUFFIX: &str = ".lock";
 /// Default bound on one fused file's size (256 MiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
 /// Default bound on the number of objects in one file (Ray's `max_fused_object_count`).
@@ -63,6 +87,31 @@ pub enum SpillError {
     /// A record header was too short.
     #[error("record header needs {RECORD_HEADER_LEN} bytes, got {0}")]
     ShortHeader(usize),
+    /// The bytes do not start with [`RECORD_MAGIC`].
+    #[error("not a spill record (bad magic)")]
+    BadMagic,
+    /// A record of a layout this code does not read.
+    #[error("spill record version {0} is not supported (this node reads version {RECORD_VERSION})")]
+    UnsupportedVersion(u16),
+    /// Flags or reserved bytes that must be zero were not.
+    #[error("spill record header has non-zero reserved bits")]
+    Reserved,
+    /// The header's own checksum does not match its bytes.
+    #[error("spill record header checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    HeaderChecksum {
+        /// What the header says.
+        stored: u32,
+        /// What its bytes give.
+        computed: u32,
+    },
+    /// The payload read back does not match the checksum written with it.
+    #[error("spilled bytes are corrupt: checksum {computed:#010x}, written as {stored:#010x}")]
+    PayloadChecksum {
+        /// What the header says.
+        stored: u32,
+        /// What the bytes read give.
+        computed: u32,
+    },
     /// A record header disagrees with its URL or the expected object.
     #[error("record header mismatch: {0}")]
     HeaderMismatch(&'static str),
@@ -114,9 +163,39 @@ impl fmt::Display for SpillUrl {
     }
 }
 
-/// The file name of spill file `file` (no directory).
+/// The file name of spill file `file` (no directory; it lives in [`node_dir_name`]).
 pub fn file_name(file: u64) -> String {
     format!("spill-{file}")
+}
+
+/// The directory, under the spill directory, that holds `node`'s spill files.
+pub fn node_dir_name(node: &NodeId) -> String {
+    format!("{NODE_PREFIX}{node}")
+}
+
+/// The lock file, beside [`node_dir_name`], that `node` holds locked while it runs.
+pub fn lock_file_name(node: &NodeId) -> String {
+    format!("{NODE_PREFIX}{node}{LOCK_SUFFIX}")
+}
+
+/// What an entry of the spill directory is, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpillDirEntry {
+    /// A node's spill file directory ([`node_dir_name`]).
+    NodeDir(NodeId),
+    /// A node's lock file ([`lock_file_name`]).
+    Lock(NodeId),
+}
+
+impl SpillDirEntry {
+    /// Classifies a name found in the spill directory; `None` for anything not ours.
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(NODE_PREFIX)?;
+        match rest.strip_suffix(LOCK_SUFFIX) {
+            Some(hex) => NodeId::from_hex(hex).ok().map(Self::Lock),
+            None => NodeId::from_hex(rest).ok().map(Self::NodeDir),
+        }
+    }
 }
 
 /// The fixed header in front of each object's bytes in a spill file.
@@ -128,28 +207,67 @@ pub struct RecordHeader {
     pub metadata_size: u64,
     /// The object.
     pub id: ObjectId,
+    /// CRC32C of the payload (data then metadata). [`SpillFilePlanner::plan`] leaves it 0;
+    /// the writer fills it in from the bytes it writes.
+    pub payload_crc: u32,
 }
 
 impl RecordHeader {
-    /// The little-endian header bytes.
+    /// The little-endian header bytes, with the header checksum.
     pub fn encode(&self) -> [u8; RECORD_HEADER_LEN as usize] {
         let mut b = [0u8; RECORD_HEADER_LEN as usize];
-        b[0..8].copy_from_slice(&self.data_size.to_le_bytes());
-        b[8..16].copy_from_slice(&self.metadata_size.to_le_bytes());
-        b[16..].copy_from_slice(&self.id.0);
+        b[0..4].copy_from_slice(&RECORD_MAGIC);
+        b[4..6].copy_from_slice(&RECORD_VERSION.to_le_bytes());
+        b[8..16].copy_from_slice(&self.data_size.to_le_bytes());
+        b[16..24].copy_from_slice(&self.metadata_size.to_le_bytes());
+        b[24..52].copy_from_slice(&self.id.0);
+        b[52..56].copy_from_slice(&self.payload_crc.to_le_bytes());
+        let crc = crc32c(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes the first [`RECORD_HEADER_LEN`] bytes of `b`.
+    /// Decodes and validates the first [`RECORD_HEADER_LEN`] bytes of `b` (see the module
+    /// docs for what is refused). Pure: any input gives a header or an error, never a panic.
     pub fn decode(b: &[u8]) -> Result<Self, SpillError> {
-        let h = b.get(..RECORD_HEADER_LEN as usize).ok_or(SpillError::ShortHeader(b.len()))?;
-        let u = |r: std::ops::Range<usize>| {
+        let h: &[u8; RECORD_HEADER_LEN as usize] = b
+            .get(..RECORD_HEADER_LEN as usize)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(SpillError::ShortHeader(b.len()))?;
+        let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let u64_at = |i: usize| {
             let mut x = [0u8; 8];
-            x.copy_from_slice(&h[r]);
+            x.copy_from_slice(&h[i..i + 8]);
             u64::from_le_bytes(x)
         };
-        let id = ObjectId::from_bytes(&h[16..]).map_err(|_| SpillError::ShortHeader(b.len()))?;
-        Ok(Self { data_size: u(0..8), metadata_size: u(8..16), id })
+        if h[0..4] != RECORD_MAGIC {
+            return Err(SpillError::BadMagic);
+        }
+        let version = u16_at(4);
+        if version != RECORD_VERSION {
+            return Err(SpillError::UnsupportedVersion(version));
+        }
+        let (stored, computed) = (u32_at(60), crc32c(&h[..60]));
+        if stored != computed {
+            return Err(SpillError::HeaderChecksum { stored, computed });
+        }
+        if u16_at(6) != 0 || u32_at(56) != 0 {
+            return Err(SpillError::Reserved);
+        }
+        let mut id = ObjectId::NIL;
+        id.0.copy_from_slice(&h[24..52]);
+        let header = Self { data_size: u64_at(8), metadata_size: u64_at(16), id, payload_crc: u32_at(52) };
+        header.record_len()?;
+        Ok(header)
+    }
+
+    /// Checks the CRC32C of the payload read back against the one written.
+    pub fn check_payload(&self, computed: u32) -> Result<(), SpillError> {
+        if computed != self.payload_crc {
+            return Err(SpillError::PayloadChecksum { stored: self.payload_crc, computed });
+        }
+        Ok(())
     }
 
     /// Length of the whole record this header starts.
@@ -240,7 +358,8 @@ impl SpillFilePlanner {
         let mut files: Vec<PlannedFile> = Vec::new();
         let mut counter = self.next_counter;
         for o in objects {
-            let header = RecordHeader { data_size: o.data_size, metadata_size: o.metadata_size, id: o.id };
+            let header =
+                RecordHeader { data_size: o.data_size, metadata_size: o.metadata_size, id: o.id, payload_crc: 0 };
             let rec_len = header.record_len()?;
             let fits = files.last().is_some_and(|f| {
                 f.records.len() < self.max_objects_per_file

@@ -95,6 +95,7 @@ impl object_directory_gcs_service::ObjectDirectoryGcsServiceHandler for Rc<Objec
                 Ok(LocationChange::Added) => Ok(Change::Added { size: u.size, metadata_size: u.metadata_size }),
                 Ok(LocationChange::Removed) => Ok(Change::Removed),
                 Ok(LocationChange::Spilled) => Ok(Change::Spilled { size: u.size, url: u.spilled_url }),
+                Ok(LocationChange::SpillRemoved) => Ok(Change::SpillRemoved),
                 Err(_) => Err(Status::invalid_argument(format!("unknown location change {}", u.change))),
             };
             let done = id.and_then(|id| {

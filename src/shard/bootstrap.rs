@@ -10,6 +10,7 @@ use super::mesh::ShardMsg;
 use super::run::{run_shard, ProcessInputs};
 use crate::config::NodeConfig;
 use crate::metrics::Metrics;
+use crate::services::objects::spill_dir::SpillDirClaim;
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -26,6 +27,16 @@ pub fn run(cfg: NodeConfig) -> i32 {
         tracing::error!("cannot install signal handling: {e}");
         return 1;
     }
+    // Before any shard can spill: the node's own directory, locked, with the files of gone
+    // nodes that shared the spill directory swept away.
+    let spill_dir = match SpillDirClaim::claim(&cfg.spill_dir(), cfg.node_id) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("raylet: start failed: {e}");
+            return 1;
+        }
+    };
     let metrics = Metrics::new(cfg.shards);
     let mesh = MeshBuilder::<ShardMsg, _>::full(cfg.shards, MESH_DEPTH);
     let cpus = allowed_cpus();
@@ -51,6 +62,7 @@ pub fn run(cfg: NodeConfig) -> i32 {
                 for h in handles {
                     let _ = h.join();
                 }
+                spill_dir.release();
                 return 1;
             }
         }
@@ -67,6 +79,9 @@ pub fn run(cfg: NodeConfig) -> i32 {
             }
         }
     }
+    // Every shard has stopped: nothing can spill or restore any more, and the spilled
+    // objects die with this process.
+    spill_dir.release();
     code
 }
 

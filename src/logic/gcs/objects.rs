@@ -40,6 +40,8 @@ pub enum Change {
         /// Where.
         url: String,
     },
+    /// The node's spilled copy went away.
+    SpillRemoved,
 }
 
 /// Longest spill URL accepted.
@@ -92,7 +94,7 @@ impl Directory {
         let known = self.objects.get(&id);
         let adds = match &change {
             Change::Added { .. } => known.is_none_or(|e| !e.nodes.contains(&node)),
-            Change::Removed => false,
+            Change::Removed | Change::SpillRemoved => false,
             Change::Spilled { url, .. } => {
                 if url.len() > MAX_URL_BYTES {
                     return Err(DirectoryError::UrlTooLong { len: url.len() });
@@ -121,6 +123,11 @@ impl Directory {
                     e.size = size;
                 }
                 e.spilled = Some((node, url));
+            }
+            Change::SpillRemoved => {
+                if e.spilled.as_ref().is_some_and(|(n, _)| *n == node) {
+                    e.spilled = None;
+                }
             }
         }
         let after = e.nodes.len() + usize::from(e.spilled.is_some());
@@ -217,5 +224,19 @@ mod tests {
         assert_eq!(d.locations(), 2);
         let long = Change::Spilled { size: 1, url: "u".repeat(MAX_URL_BYTES + 1) };
         assert_eq!(d.handle_change(a, y, long), Err(DirectoryError::UrlTooLong { len: MAX_URL_BYTES + 1 }));
+    }
+
+    #[test]
+    fn a_removed_spilled_copy_leaves_the_directory_only_from_its_node() {
+        let (a, b) = (NodeId([1; 28]), NodeId([2; 28]));
+        let id = ObjectId([7; 28]);
+        let mut d = Directory::new(usize::MAX);
+        d.handle_change(a, id, Change::Spilled { size: 10, url: "spill-1?offset=0&size=74".into() }).unwrap();
+        d.handle_change(b, id, Change::SpillRemoved).unwrap();
+        assert_eq!(d.get(&id).spilled.as_ref().map(|s| s.0), Some(a), "another node's report changes nothing");
+        let v = d.version();
+        d.handle_change(a, id, Change::SpillRemoved).unwrap();
+        assert!(d.version() > v);
+        assert!(d.is_empty(), "no copy left anywhere: the entry goes");
     }
 }

@@ -19,14 +19,19 @@
 //! # Calling protocol (restoring)
 //!
 //! `restore_started(id, placement)` on a `SpilledOut` object (allocate
-//! [`ObjectEntry::size`] bytes first) returns the URL to read; then `restore_done(id)` or
-//! `restore_failed(id)`.
+//! [`ObjectEntry::size`] bytes first) returns the URL to read; then `restore_done(id)`,
+//! `restore_failed(id)` (the read failed but the record may still be good: the object is
+//! `SpilledOut` again), or `restore_lost(id)` (the record is corrupt or gone: the object
+//! leaves the table, so a get pulls another copy if one exists).
 //!
 //! ```text
 //!   Sealed+pinned ─mark_spilling─> Spilling ─spill_done─> Spilled (unpinned, evictable)
 //!                        ▲             │                      │ evict
 //!                        └─spill_failed┘                      ▼
 //!                             Sealed <─restore_done── Restoring <─restore_started─ SpilledOut
+//!                                                       │  └──restore_failed──────────▲
+//!                                          restore_lost ▼  Free + DeleteSpilled
+//!                                                     (none)
 //! ```
 
 use super::table::{
@@ -140,6 +145,17 @@ impl ObjectTable {
             e.placement = None;
         });
         Ok(())
+    }
+
+    /// The spilled copy cannot be read back (corrupt, truncated or gone): the object leaves
+    /// the table, queuing `Free` for the placement and `DeleteSpilled` for the record (no
+    /// `Deleted`: it was not readable here). Returns whether it was still wanted, i.e. not
+    /// deleted meanwhile: only primary copies spill, so a wanted one is a primary copy that
+    /// this node lost and may pin again when another copy arrives.
+    pub fn restore_lost(&mut self, id: &ObjectId) -> Result<bool, ObjectError> {
+        let wanted = !self.check_restoring(id)?.deferred_delete;
+        self.remove_entry(id);
+        Ok(wanted)
     }
 
     fn check_spilling(&self, id: &ObjectId) -> Result<(), ObjectError> {

@@ -41,7 +41,8 @@
 //!                                     │     ▲
 //!                      restore_started│     │restore_failed: Free
 //!                                     ▼     │
-//!                                    Restoring
+//!                                    Restoring ──restore_lost──> (none)
+//!                                              Free + DeleteSpilled
 //! ```
 //!
 //! Orthogonal flags of a `Sealed` object:

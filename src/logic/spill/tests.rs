@@ -30,18 +30,99 @@ fn malformed_urls_are_errors() {
     }
 }
 
+fn header() -> RecordHeader {
+    RecordHeader { data_size: 10, metadata_size: 3, id: ObjectId([9; 28]), payload_crc: 0xdead_beef }
+}
+
 #[test]
 fn header_round_trips_and_checks_against_url() {
-    let h = RecordHeader { data_size: 10, metadata_size: 3, id: ObjectId([9; 28]) };
+    let h = header();
     let b = h.encode();
     assert_eq!(b.len() as u64, RECORD_HEADER_LEN);
+    assert_eq!(&b[..4], b"RSPL");
     assert_eq!(RecordHeader::decode(&b), Ok(h));
+    // Bytes after the header (the payload) are not the decoder's business.
+    let mut longer = b.to_vec();
+    longer.extend_from_slice(&[7; 100]);
+    assert_eq!(RecordHeader::decode(&longer), Ok(h));
     let url = SpillUrl { file: 0, offset: 0, len: RECORD_HEADER_LEN + 13 };
     assert_eq!(h.check(&url, &ObjectId([9; 28])), Ok(()));
     assert!(h.check(&url, &ObjectId([8; 28])).is_err());
     assert!(h.check(&SpillUrl { len: 12, ..url }, &ObjectId([9; 28])).is_err());
     assert_eq!(url.payload(), (RECORD_HEADER_LEN, 13));
     assert_eq!(RecordHeader::decode(&b[..20]), Err(SpillError::ShortHeader(20)));
+    assert_eq!(RecordHeader::decode(&[]), Err(SpillError::ShortHeader(0)));
+}
+
+#[test]
+fn payload_checksum_must_match_the_one_written() {
+    let data = b"some object bytes";
+    let h = RecordHeader { payload_crc: crate::checksum::crc32c(data), ..header() };
+    assert_eq!(h.check_payload(crate::checksum::crc32c(data)), Ok(()));
+    let mut flipped = data.to_vec();
+    flipped[5] ^= 1;
+    assert!(matches!(h.check_payload(crate::checksum::crc32c(&flipped)), Err(SpillError::PayloadChecksum { .. })));
+}
+
+#[test]
+fn every_single_bit_flip_in_a_header_is_refused() {
+    let b = header().encode();
+    for i in 0..b.len() * 8 {
+        let mut c = b;
+        c[i / 8] ^= 1 << (i % 8);
+        assert!(RecordHeader::decode(&c).is_err(), "flip of bit {i} went unnoticed");
+    }
+}
+
+/// A header with `edit` applied and its header checksum recomputed, so the field check
+/// itself is what refuses it.
+fn resealed(edit: impl FnOnce(&mut [u8; RECORD_HEADER_LEN as usize])) -> [u8; RECORD_HEADER_LEN as usize] {
+    let mut b = header().encode();
+    edit(&mut b);
+    let crc = crate::checksum::crc32c(&b[..60]);
+    b[60..].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+#[test]
+fn headers_with_wrong_magic_version_reserved_bits_or_sizes_are_refused() {
+    assert_eq!(RecordHeader::decode(&resealed(|b| b[0] = b'X')), Err(SpillError::BadMagic));
+    assert_eq!(RecordHeader::decode(&resealed(|b| b[4] = 0)), Err(SpillError::UnsupportedVersion(0)));
+    assert_eq!(RecordHeader::decode(&resealed(|b| b[4] = 2)), Err(SpillError::UnsupportedVersion(2)));
+    assert_eq!(RecordHeader::decode(&resealed(|b| b[6] = 1)), Err(SpillError::Reserved));
+    assert_eq!(RecordHeader::decode(&resealed(|b| b[57] = 1)), Err(SpillError::Reserved));
+    let huge = resealed(|b| {
+        b[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        b[16..24].copy_from_slice(&1u64.to_le_bytes());
+    });
+    assert_eq!(RecordHeader::decode(&huge), Err(SpillError::SizeOverflow));
+    // A record of the layout before version 1 (no magic: sizes first) is not read.
+    let mut old = [0u8; RECORD_HEADER_LEN as usize];
+    old[0..8].copy_from_slice(&10u64.to_le_bytes());
+    assert_eq!(RecordHeader::decode(&old), Err(SpillError::BadMagic));
+}
+
+proptest::proptest! {
+    #[test]
+    fn decode_never_panics_and_accepts_only_what_encode_writes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..160)) {
+        if let Ok(h) = RecordHeader::decode(&bytes) {
+            proptest::prop_assert_eq!(&h.encode()[..], &bytes[..RECORD_HEADER_LEN as usize]);
+        }
+    }
+}
+
+#[test]
+fn spill_dir_entries_are_told_apart_by_name() {
+    let node = NodeId([0xab; 28]);
+    let dir = node_dir_name(&node);
+    let lock = lock_file_name(&node);
+    assert_eq!(dir, format!("raylet-spill-{node}"));
+    assert_eq!(lock, format!("raylet-spill-{node}.lock"));
+    assert_eq!(SpillDirEntry::parse(&dir), Some(SpillDirEntry::NodeDir(node)));
+    assert_eq!(SpillDirEntry::parse(&lock), Some(SpillDirEntry::Lock(node)));
+    for other in ["spill-3", "raylet-spill-", "raylet-spill-xyz", "raylet-spill-ab.lock", "raylet-spill-.lock", ""] {
+        assert_eq!(SpillDirEntry::parse(other), None, "{other:?}");
+    }
 }
 
 #[test]
@@ -50,20 +131,20 @@ fn records_are_packed_back_to_back() {
     let files = p.plan(&[obj(1, 100, 4), obj(2, 0, 0), obj(3, 7, 0)]).unwrap();
     assert_eq!(files.len(), 1);
     let r = &files[0].records;
-    assert_eq!(r[0].url, SpillUrl { file: 0, offset: 0, len: 148 });
-    assert_eq!(r[1].url, SpillUrl { file: 0, offset: 148, len: 44 });
-    assert_eq!(r[2].url.offset, 192);
-    assert_eq!(files[0].len, 192 + 51);
+    assert_eq!(r[0].url, SpillUrl { file: 0, offset: 0, len: 168 });
+    assert_eq!(r[1].url, SpillUrl { file: 0, offset: 168, len: 64 });
+    assert_eq!(r[2].url.offset, 232);
+    assert_eq!(files[0].len, 232 + 71);
     assert_eq!(r[2].header.id, ObjectId([3; 28]));
 }
 
 #[test]
 fn files_split_on_byte_bound_and_oversized_objects_get_their_own_file() {
     let mut p = SpillFilePlanner::with_limits(ShardId(0), 200, 100);
-    let files = p.plan(&[obj(1, 50, 0), obj(2, 50, 0), obj(3, 500, 0), obj(4, 10, 0)]).unwrap();
+    let files = p.plan(&[obj(1, 30, 0), obj(2, 30, 0), obj(3, 500, 0), obj(4, 10, 0)]).unwrap();
     let shape: Vec<usize> = files.iter().map(|f| f.records.len()).collect();
     assert_eq!(shape, vec![2, 1, 1]);
-    assert_eq!(files[1].len, 544);
+    assert_eq!(files[1].len, 564);
     assert!(files.iter().all(|f| f.records[0].url.offset == 0));
 }
 

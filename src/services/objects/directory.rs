@@ -7,7 +7,8 @@ use crate::logic::spill::SpillUrl;
 use crate::rpc::CallOpts;
 use crate::shard::Shard;
 use crate::wire::rpc::{
-    object_directory_gcs_service, LocationChange, ObjectLocationUpdate, ReportObjectLocationsRequest,
+    object_directory_gcs_service, GetObjectLocationsRequest, LocationChange, ObjectLocationUpdate,
+    ReportObjectLocationsRequest,
 };
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -94,5 +95,34 @@ pub fn object_removed(shard: &Rc<Shard>, id: ObjectId) {
 pub fn object_spilled(shard: &Rc<Shard>, id: ObjectId, size: u64, url: SpillUrl) {
     if let Some(store) = super::local_store(shard) {
         store.reporter.push(shard, update(id, LocationChange::Spilled, size, url.to_string()));
+    }
+}
+
+/// The spilled copy here is gone (its object was deleted, or the record was found corrupt).
+pub fn object_spill_removed(shard: &Rc<Shard>, id: ObjectId) {
+    if let Some(store) = super::local_store(shard) {
+        store.reporter.push(shard, update(id, LocationChange::SpillRemoved, 0, String::new()));
+    }
+}
+
+/// Whether the object directory knows a copy of `id` on another node, in memory or
+/// spilled. `true` when the GCS cannot be asked, so that the caller tries a pull anyway.
+pub async fn copy_elsewhere(shard: &Rc<Shard>, id: ObjectId) -> bool {
+    let Some(gcs) = shard.gcs_address.get() else { return true };
+    let req = GetObjectLocationsRequest { object_ids: vec![id.to_vec()], known_version: 0, wait_ms: 0 };
+    let client = shard.clients.get(gcs);
+    let opts = CallOpts::idempotent(Duration::from_secs(5));
+    match object_directory_gcs_service::client::get_object_locations(&*client, &req, opts).await {
+        Ok(reply) => {
+            let me = shard.node_id.as_bytes();
+            reply.locations.iter().any(|l| {
+                l.node_ids.iter().any(|n| n.as_slice() != me)
+                    || (!l.spilled_node_id.is_empty() && l.spilled_node_id.as_slice() != me)
+            })
+        }
+        Err(e) => {
+            tracing::debug!(%id, "object locations: {e}");
+            true
+        }
     }
 }

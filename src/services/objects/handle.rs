@@ -23,7 +23,10 @@ pub async fn handle(shard: Rc<Shard>, req: ObjReq) -> Option<Rep> {
         ObjReq::Evict(bytes) => {
             ObjRep::Freed(store.evict(&shard, bytes) + store.memory.release_empty_slabs(&shard).await)
         }
-        ObjReq::Spill(bytes) => ObjRep::Freed(super::spilling::spill(&shard, &store, bytes).await),
+        ObjReq::Spill(bytes) => {
+            let (bytes, failure) = super::spilling::spill(&shard, &store, bytes).await;
+            ObjRep::SpillDone { bytes, failure }
+        }
         ObjReq::SendChunk(job) => {
             // A chunk another shard hands over is copied in the bulk queue, like the owner's.
             let s = shard.clone();

@@ -4,9 +4,10 @@
 //!
 //! Under pressure a create first evicts this shard's least recently used unreferenced
 //! copies and gives its empty slabs back to the arena, then asks the other shards to do
-//! the same, then spills pinned primaries everywhere, and retries every 10 ms until the
-//! full-store wait (`oom_grace_period_s`, 5 s) ends; only then does it fail with
-//! `ObjectStoreFull`. The requesting shard drives all of it, so shard 0 never awaits a
+//! the same, then spills pinned primaries everywhere, and retries (after 10 ms, doubling
+//! to 200 ms while nothing can be freed) until the full-store wait (`oom_grace_period_s`,
+//! 5 s) ends; only then does it fail with `ObjectStoreFull`, naming a failed spill write
+//! if that is what left no room. The requesting shard drives all of it, so shard 0 never awaits a
 //! call while serving one (the DAG rule of `lib.rs`). Pinned primaries also spill in the
 //! background once shard 0's arena is fuller than `object_spilling_threshold` (0.8).
 
@@ -26,6 +27,9 @@ use std::time::{Duration, Instant};
 
 /// Alignment of every allocation.
 pub const ALIGN: u64 = 64;
+/// First retry delay of a create that found nothing to free, and its cap.
+const RETRY_MIN: Duration = Duration::from_millis(10);
+const RETRY_MAX: Duration = Duration::from_millis(200);
 
 /// This shard's allocators.
 #[derive(Debug)]
@@ -234,6 +238,8 @@ impl Memory {
     ) -> Result<Placement, (StoreError, String)> {
         let wait = self.full_timeout.get();
         let deadline = Instant::now() + wait;
+        let mut delay = RETRY_MIN;
+        let mut spill_failure = None;
         loop {
             if let Some(p) = self.try_alloc(shard, size).await {
                 return Ok(p);
@@ -244,19 +250,23 @@ impl Memory {
             if self.evict_others(shard, size).await > 0 {
                 continue;
             }
-            if spill_everywhere(shard, size).await > 0 && self.evict_all(shard, store, size).await > 0 {
+            let (spilled, failure) = spill_everywhere(shard, size).await;
+            spill_failure = failure.or(spill_failure);
+            if spilled > 0 && self.evict_all(shard, store, size).await > 0 {
                 continue;
             }
             if Instant::now() >= deadline {
+                let why = match &spill_failure {
+                    Some(f) => format!("spilling to disk failed: {f}"),
+                    None => "everything left is referenced, pinned or unspillable".to_string(),
+                };
                 return Err((
                     StoreError::ObjectStoreFull,
-                    format!(
-                        "no room for {size} bytes in the {} byte store after {:?}: everything left is referenced, pinned or unspillable",
-                        self.capacity, wait
-                    ),
+                    format!("no room for {size} bytes in the {} byte store after {:?}: {why}", self.capacity, wait),
                 ));
             }
-            glommio::timer::sleep(Duration::from_millis(10)).await;
+            glommio::timer::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
+            delay = (delay * 2).min(RETRY_MAX);
         }
     }
 
@@ -285,7 +295,7 @@ impl Memory {
         let per_shard = (excess / self.n as u64).max(1);
         let s = shard.clone();
         glommio::spawn_local(async move {
-            let spilled = spill_everywhere(&s, per_shard).await;
+            let (spilled, _) = spill_everywhere(&s, per_shard).await;
             tracing::debug!(spilled, "background spill above the threshold");
             if let Some(store) = super::local_store(&s) {
                 store.memory.spilling.set(false);
@@ -295,13 +305,15 @@ impl Memory {
     }
 }
 
-/// Asks every shard to spill up to `bytes` of pinned primaries; returns the total spilled.
-pub async fn spill_everywhere(shard: &Rc<Shard>, bytes: u64) -> u64 {
-    let mut total = 0;
+/// Asks every shard to spill up to `bytes` of pinned primaries; returns the total spilled
+/// and a write failure that has spilling paused on some shard, if any.
+pub async fn spill_everywhere(shard: &Rc<Shard>, bytes: u64) -> (u64, Option<String>) {
+    let (mut total, mut failure) = (0, None);
     for r in shard.mesh.call_all(|_| Req::Obj(ObjReq::Spill(bytes))).await {
-        if let Ok(Rep::Obj(ObjRep::Freed(b))) = r {
-            total += b;
+        if let Ok(Rep::Obj(ObjRep::SpillDone { bytes, failure: f })) = r {
+            total += bytes;
+            failure = failure.or(f);
         }
     }
-    total
+    (total, failure)
 }

@@ -3,6 +3,7 @@
 //! - [`store`]: one shard's objects and the client operations on them.
 //! - [`memory`]: arena allocation (shard 0's allocator, per-shard slabs) and pressure.
 //! - [`spilling`]: spill to fused files and restore.
+//! - [`spill_dir`]: this node's lock and directory in the (possibly shared) spill directory.
 //! - [`directory`]: reporting local copies to the GCS object directory.
 //! - [`transfer`]: pulls and pushes between nodes.
 //! - [`handle`]: mesh requests of the object plane.
@@ -23,6 +24,7 @@ pub mod msg;
 pub mod om_rpc;
 pub mod pending;
 pub mod rpc;
+pub mod spill_dir;
 pub mod spilling;
 pub mod stats;
 pub mod store;

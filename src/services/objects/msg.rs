@@ -77,7 +77,7 @@ pub enum ObjReq {
     FreeRange(u64),
     /// Evict up to this many bytes of unreferenced secondary copies; replies `Freed`.
     Evict(u64),
-    /// Spill up to this many bytes of pinned primaries; replies `Freed` with what spilled.
+    /// Spill up to this many bytes of pinned primaries; replies `SpillDone`.
     Spill(u64),
     /// Send one chunk from this shard's connection to the peer; replies `Sent`.
     SendChunk(Box<ChunkJob>),
@@ -149,8 +149,15 @@ pub enum ObjRep {
     Op(OpResult),
     /// An arena range `(offset, len)`, or none free.
     Range(Option<(u64, u64)>),
-    /// Bytes freed (or spilled).
+    /// Bytes freed.
     Freed(u64),
+    /// Bytes spilled, and the write failure spilling is backed off for, if any.
+    SpillDone {
+        /// Bytes spilled (now evictable).
+        bytes: u64,
+        /// Why spilling is paused on that shard.
+        failure: Option<String>,
+    },
     /// Whether a chunk was delivered.
     Sent(bool),
     /// Where a chunk goes (absolute offset) or `None` to discard.

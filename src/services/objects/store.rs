@@ -68,6 +68,9 @@ pub struct ShardStore {
     pub(super) transfer: super::transfer::Transfer,
     /// Objects created as primary copies, pinned when sealed.
     primary_on_seal: RefCell<std::collections::HashSet<ObjectId>>,
+    /// Primary copies whose spilled copy was lost (`restore_lost`): pinned again when
+    /// another copy arrives here; forgotten when deleted or when no copy can be fetched.
+    lost_primaries: RefCell<std::collections::HashSet<ObjectId>>,
     /// Gets and waits in progress by client, and the clients gone lately.
     pending: RefCell<super::pending::Pending>,
 }
@@ -108,6 +111,7 @@ impl ShardStore {
             reporter: super::directory::Reporter::default(),
             transfer: super::transfer::Transfer::new(shard),
             primary_on_seal: RefCell::new(std::collections::HashSet::new()),
+            lost_primaries: RefCell::new(std::collections::HashSet::new()),
             pending: RefCell::new(super::pending::Pending::default()),
         })
     }
@@ -120,6 +124,10 @@ impl ShardStore {
             match action {
                 ObjectAction::Free { offset, alloc_len, .. } => self.memory.free(shard, offset, alloc_len),
                 ObjectAction::Sealed { id } => {
+                    if self.lost_primaries.borrow_mut().remove(&id) {
+                        let pinned = self.table.borrow_mut().pin(&id);
+                        tracing::info!(%id, "pulled back after its spilled copy was lost; pinned as primary: {pinned:?}");
+                    }
                     self.waits.borrow_mut().handle_sealed(&id);
                     let (size, meta) =
                         self.table.borrow().entry(&id).map(|e| (e.size(), e.metadata_size)).unwrap_or((0, 0));
@@ -130,7 +138,10 @@ impl ShardStore {
                     self.waits.borrow_mut().handle_deleted(&id);
                     super::directory::object_removed(shard, id);
                 }
-                ObjectAction::DeleteSpilled { url, .. } => self.spill.release(url),
+                ObjectAction::DeleteSpilled { id, url } => {
+                    self.spill.release(url);
+                    super::directory::object_spill_removed(shard, id);
+                }
             }
         }
         loop {
@@ -301,6 +312,7 @@ impl ShardStore {
     pub fn delete(&self, shard: &Rc<Shard>, ids: &[ObjectId]) -> Vec<StoreError> {
         ids.iter()
             .map(|id| {
+                self.lost_primaries.borrow_mut().remove(id);
                 let _ = self.table.borrow_mut().unpin(id);
                 let r = self.table.borrow_mut().delete(id);
                 self.drain(shard);
@@ -315,6 +327,19 @@ impl ShardStore {
 
     /// The fetch of `id` failed for good: gets and waits that depended on it finish now.
     pub fn fetch_failed(&self, shard: &Rc<Shard>, id: ObjectId) {
+        self.lost_primaries.borrow_mut().remove(&id);
+        self.waits.borrow_mut().handle_failed(&id);
+        self.drain(shard);
+    }
+
+    /// The spilled copy of `id` could not be read back and the object left the table
+    /// (`restore_lost`; `wanted`: it was not deleted meanwhile). Gets and waits already
+    /// waiting for that restore end now, reporting it missing; a wanted primary copy is
+    /// pinned again if another copy arrives.
+    pub(super) fn spilled_copy_lost(&self, shard: &Rc<Shard>, id: ObjectId, wanted: bool) {
+        if wanted {
+            self.lost_primaries.borrow_mut().insert(id);
+        }
         self.waits.borrow_mut().handle_failed(&id);
         self.drain(shard);
     }
@@ -367,14 +392,27 @@ impl ShardStore {
     /// Gets objects, waiting up to `timeout_ms` (-1 forever) for missing ones to be sealed
     /// here (created locally, restored, or pulled from another node).
     pub async fn get(&self, shard: &Rc<Shard>, client: ClientId, ids: &[ObjectId], timeout_ms: i64) -> Vec<ObjectSpec> {
-        self.restore_spilled(shard, ids).await;
-        let missing: Vec<ObjectId> = ids.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
+        let lost = self.restore_spilled(shard, ids).await;
+        // A restore that failed and left the object on disk will not be retried by anyone
+        // while this get waits, and a lost object with no copy anywhere cannot be pulled:
+        // the get does not wait for them (it reports them missing).
+        let waitable: std::borrow::Cow<[ObjectId]> = {
+            let t = self.table.borrow();
+            let skip =
+                |id: &ObjectId| lost.contains(id) || t.entry(id).is_some_and(|e| e.state == ObjectState::SpilledOut);
+            if ids.iter().any(skip) {
+                ids.iter().filter(|id| !skip(id)).copied().collect()
+            } else {
+                ids.into()
+            }
+        };
+        let missing: Vec<ObjectId> = waitable.iter().filter(|id| !self.table.borrow().contains(id)).copied().collect();
         if !missing.is_empty() && timeout_ms != 0 && !self.pending.borrow().is_gone(client) {
             let mut bundle = super::transfer::request_pulls(shard, &missing, PullPriority::Get);
             let req = self.new_req();
             let rx = {
                 let t = self.table.borrow();
-                let r = self.waits.borrow_mut().handle_get(Instant::now(), req, ids, None, |id| t.contains(id));
+                let r = self.waits.borrow_mut().handle_get(Instant::now(), req, &waitable, None, |id| t.contains(id));
                 drop(t);
                 if r.is_err() {
                     None
@@ -527,26 +565,42 @@ impl ShardStore {
         }
     }
 
-    async fn restore_spilled(&self, shard: &Rc<Shard>, ids: &[ObjectId]) {
+    /// Restores the spilled ones of `ids`; returns those that a get should not wait for:
+    /// their restore failed (the record stays for a later get), or their spilled copy was
+    /// lost with no copy left on any other node.
+    async fn restore_spilled(&self, shard: &Rc<Shard>, ids: &[ObjectId]) -> Vec<ObjectId> {
         let spilled: Vec<ObjectId> = {
             let t = self.table.borrow();
             ids.iter().filter(|id| t.entry(id).is_some_and(|e| e.state == ObjectState::SpilledOut)).copied().collect()
         };
         if spilled.is_empty() {
-            return;
+            return Vec::new();
         }
-        let Some(store) = super::local_store(shard) else { return };
+        let Some(store) = super::local_store(shard) else { return Vec::new() };
         // In a task of its own: the get that wants the objects may be dropped (its client
         // went), and a restore stopped halfway would leave an object restoring forever and
         // its memory taken.
         let s = shard.clone();
         let restore = glommio::spawn_local(async move {
+            let mut failed = Vec::new();
             for id in spilled {
-                if let Err(e) = super::spilling::restore(&s, &store, id).await {
-                    tracing::warn!(%id, "restore failed: {e}");
+                match super::spilling::restore(&s, &store, id).await {
+                    Ok(()) => {}
+                    Err(super::spilling::RestoreError::Lost { .. }) => {
+                        if !super::directory::copy_elsewhere(&s, id).await {
+                            tracing::error!(%id, "no other copy of the object exists: it is lost");
+                            store.lost_primaries.borrow_mut().remove(&id);
+                            failed.push(id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, "restore failed: {e}");
+                        failed.push(id);
+                    }
                 }
             }
+            failed
         });
-        restore.detach().await;
+        restore.detach().await.unwrap_or_default()
     }
 }

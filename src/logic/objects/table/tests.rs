@@ -451,6 +451,29 @@ fn restore_failure_frees_the_placement_and_allows_a_retry() {
 }
 
 #[test]
+fn a_lost_spilled_copy_removes_the_object_with_its_memory_and_record() {
+    let mut t = ObjectTable::new();
+    spilled_out(&mut t, 1, 64);
+    t.restore_started(&oid(1), Placement { offset: 9000, alloc_len: 64 }).unwrap();
+    assert_eq!(t.restore_lost(&oid(1)), Ok(true), "a primary copy nobody deleted is still wanted");
+    assert_eq!(
+        drain(&mut t),
+        vec![A::Free { id: oid(1), offset: 9000, alloc_len: 64 }, A::DeleteSpilled { id: oid(1), url: url(1) }]
+    );
+    assert!(t.is_empty());
+    assert_eq!(t.restore_lost(&oid(1)), Err(ObjectError::NotFound(oid(1))));
+    // Only a restoring object can be lost.
+    spilled_out(&mut t, 2, 64);
+    assert_eq!(t.restore_lost(&oid(2)), Err(ObjectError::NotRestoring(oid(2))));
+    // One deleted while restoring is not wanted any more.
+    t.restore_started(&oid(2), Placement { offset: 9000, alloc_len: 64 }).unwrap();
+    assert_eq!(t.delete(&oid(2)), Ok(DeleteOutcome::Deferred));
+    assert_eq!(t.restore_lost(&oid(2)), Ok(false));
+    drain(&mut t);
+    assert!(t.is_empty());
+}
+
+#[test]
 fn delete_during_restore_removes_the_object_when_the_restore_ends() {
     let p = Placement { offset: 9000, alloc_len: 64 };
     let expect =
@@ -588,13 +611,11 @@ fn random_op(
                 None => Ok(()),
             }
         }
-        14 => {
-            if rng.bool() {
-                t.restore_done(&id)
-            } else {
-                t.restore_failed(&id)
-            }
-        }
+        14 => match rng.u8(0..3) {
+            0 => t.restore_done(&id),
+            1 => t.restore_failed(&id),
+            _ => t.restore_lost(&id).map(|_| ()),
+        },
         _ => {
             let evicted = t.evict(rng.u64(0..20_000));
             if evicted.is_empty() {
