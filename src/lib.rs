@@ -36,6 +36,8 @@ pub mod checksum;
 pub mod cli;
 pub mod client;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod local;
 pub mod logic;
