@@ -81,7 +81,8 @@ fn the_cli_does_not_follow_a_temp_dir_or_session_latest_of_another_user() {
         assert!(dir.try_status().is_ok(), "status through our own session_latest");
         let latest = dir.path().join("session_latest");
         let other = 4242;
-        for (what, path) in [("temp dir", dir.path()), ("link", latest.as_path()), ("session", &head.ready.session_dir)] {
+        for (what, path) in [("temp dir", dir.path()), ("link", latest.as_path()), ("session", &head.ready.session_dir)]
+        {
             owned_by(path, other, || {
                 for args in [vec!["status"], vec!["object", "put", f.as_str()]] {
                     let out = dir.cli(&args);

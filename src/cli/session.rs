@@ -137,10 +137,10 @@ pub fn trusted_latest(temp_dir: &Path) -> Result<PathBuf, String> {
     let latest = temp_dir.join(LATEST);
     for path in [temp_dir, latest.as_path()] {
         // The path itself (a link, maybe), then what it resolves to.
-        let checks = [(path.to_path_buf(), std::fs::symlink_metadata(path)), (
-            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
-            std::fs::metadata(path),
-        )];
+        let checks = [
+            (path.to_path_buf(), std::fs::symlink_metadata(path)),
+            (std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()), std::fs::metadata(path)),
+        ];
         for (shown, meta) in checks {
             let Ok(meta) = meta else { continue };
             if meta.uid() != me {
