@@ -63,6 +63,7 @@ for t in "${targets[@]}"; do
     [[ $t == rpc_frames ]] && maxlen=32768
     log=$(mktemp)
     echo "== $t (${limit[*]})" >&2
+    started=$(date +%s.%N)
     if ! cargo +nightly fuzz run -a "$t" "$work" -- "${limit[@]}" -max_len=$maxlen \
         -print_final_stats=1 -rss_limit_mb=2048 2>&1 | tee "$log" | grep -E '^(#[0-9]+.*(pulse|DONE)|==|.*panicked|SUMMARY)' >&2; then
         :
@@ -72,8 +73,9 @@ for t in "${targets[@]}"; do
         exit 1
     fi
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-    summary+=("$(printf '%-14s %12s runs %8s exec/s' "$t" "${runs:-?}" "${rate:-?}")")
+    # libFuzzer's own rate is whole runs per whole second (0 for a run under a second).
+    rate=$(awk -v n="${runs:-0}" -v t0="$started" -v t1="$(date +%s.%N)" 'BEGIN { printf "%.0f", n / (t1 - t0) }')
+    summary+=("$(printf '%-14s %12s runs %8s exec/s' "$t" "${runs:-?}" "$rate")")
     rm -f "$log"
     if [[ $update == 1 ]]; then
         cargo +nightly fuzz cmin -a "$t" "$work" -- -max_len=$maxlen >/dev/null 2>&1
