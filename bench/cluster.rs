@@ -56,6 +56,11 @@ impl Target {
         }
     }
 
+    /// The pid of a node started here.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self._node.as_ref().map(LocalNode::pid)
+    }
+
     /// One line for the report header.
     pub(crate) fn describe(&self) -> &str {
         &self.describe
@@ -262,6 +267,11 @@ pub(crate) struct LocalNode {
 }
 
 impl LocalNode {
+    /// The node's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Runs `bin start --temp-dir <fresh dir under parent> <args>` and waits for its ready
     /// line. The child's stderr goes to `<dir>/raylet.stderr`.
     pub(crate) fn start(bin: &Path, parent: &Path, args: &[String], keep: bool) -> Res<Self> {
@@ -364,6 +374,9 @@ impl Drop for LocalNode {
 /// the bench), so no node is left behind.
 fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
+    // Its own process group: a Ctrl-C at the terminal reaches the bench alone, which
+    // then stops the node itself (gracefully, after its traffic ended).
+    cmd.process_group(0);
     // SAFETY: the closure runs in the forked child before exec and only calls prctl,
     // which is async-signal-safe; it touches no memory of the parent.
     unsafe {

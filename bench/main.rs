@@ -20,6 +20,7 @@ mod objects;
 mod pg;
 mod report;
 mod rpc;
+mod soak;
 mod tasks;
 
 use clap::{Parser, ValueEnum};
@@ -73,6 +74,11 @@ const SUITES: &[Suite] = &[
         name: "pg",
         about: "placement-group create + wait ready + remove per second; baseline raw TCP round trips/s",
         run: pg::run,
+    },
+    Suite {
+        name: "soak",
+        about: "head + joiner under mixed traffic for --minutes; RSS and fds of each raylet every --sample-s, with a verdict (not a benchmark: scripts/soak.sh)",
+        run: soak::run,
     },
 ];
 
@@ -161,6 +167,12 @@ pub(crate) struct Opts {
     /// pg: also measure on two nodes (a joiner started here), STRICT_SPREAD over both.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub(crate) two_nodes: bool,
+    /// soak: how long the traffic runs.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) minutes: f64,
+    /// soak: seconds between two samples of every raylet's RSS and open fds.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) sample_s: f64,
 }
 
 impl Opts {

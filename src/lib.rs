@@ -38,6 +38,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ids;
 pub mod local;
 pub mod logic;

@@ -9,8 +9,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-fn socket(given: &Option<PathBuf>, temp_dir: &Path) -> PathBuf {
-    given.clone().unwrap_or_else(|| temp_dir.join(super::session::LATEST).join("sockets").join("raylet"))
+/// The socket given, else the newest local cluster's (once `session_latest` is the caller's).
+fn socket(given: &Option<PathBuf>, temp_dir: &Path) -> Result<PathBuf, String> {
+    match given {
+        Some(p) => Ok(p.clone()),
+        None => Ok(super::session::trusted_latest(temp_dir)?.join("sockets").join("raylet")),
+    }
 }
 
 fn connect(path: &Path) -> Result<LocalClient, String> {
@@ -22,14 +26,14 @@ pub fn run(cmd: &ObjectCommand) -> Result<(), String> {
     match cmd {
         ObjectCommand::Put { file, socket: s, temp_dir } => {
             let data = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-            let mut c = connect(&socket(s, temp_dir))?;
+            let mut c = connect(&socket(s, temp_dir)?)?;
             let id = c.put(&data).map_err(|e| format!("put failed: {e}"))?;
             println!("{id}");
             c.disconnect().map_err(|e| e.to_string())
         }
         ObjectCommand::Get { id, socket: s, output, timeout_ms, temp_dir } => {
             let id = ObjectId::from_hex(id).map_err(|e| e.to_string())?;
-            let mut c = connect(&socket(s, temp_dir))?;
+            let mut c = connect(&socket(s, temp_dir)?)?;
             let began = std::time::Instant::now();
             let views =
                 c.get(&[id], Some(Duration::from_millis(*timeout_ms))).map_err(|e| format!("get failed: {e}"))?;
@@ -53,7 +57,7 @@ pub fn run(cmd: &ObjectCommand) -> Result<(), String> {
         }
         ObjectCommand::Delete { id, socket: s, temp_dir } => {
             let id = ObjectId::from_hex(id).map_err(|e| e.to_string())?;
-            let mut c = connect(&socket(s, temp_dir))?;
+            let mut c = connect(&socket(s, temp_dir)?)?;
             let r = c.free(&[id]).map_err(|e| format!("delete failed: {e}"))?;
             c.disconnect().map_err(|e| e.to_string())?;
             // The nodes that answered have freed their copies; those that could not be

@@ -15,8 +15,8 @@ fn oid(o: &fb::ObjectId) -> ObjectId {
     ObjectId(bytes(o.b()))
 }
 
-fn oids(v: Option<&[fb::ObjectId]>) -> Vec<ObjectId> {
-    v.unwrap_or(&[]).iter().map(oid).collect()
+fn oids(v: Option<flatbuffers::Vector<'_, fb::ObjectId>>) -> Vec<ObjectId> {
+    v.map(|v| v.iter().map(oid).collect()).unwrap_or_default()
 }
 
 fn spec(s: &fb::ObjectSpec) -> ObjectSpec {
@@ -122,7 +122,7 @@ pub fn decode_message(msg_type: u64, payload: &[u8]) -> Result<LocalMessage, Cod
                 data_size: r.data_size(),
                 metadata_size: r.metadata_size(),
                 primary: r.primary(),
-                inline: r.inline_data().map(|d| d.to_vec()),
+                inline: r.inline_data().map(|d| d.bytes().to_vec()),
             }
         }
         M::CreateReply => {
@@ -180,7 +180,7 @@ pub fn decode_message(msg_type: u64, payload: &[u8]) -> Result<LocalMessage, Cod
         M::GetReply => {
             let r = env.message_as_get_reply().ok_or(missing("get reply"))?;
             LocalMessage::GetReply {
-                objects: r.objects().unwrap_or(&[]).iter().map(spec).collect(),
+                objects: r.objects().map(|v| v.iter().map(spec).collect()).unwrap_or_default(),
                 mmap_size: r.mmap_size(),
             }
         }

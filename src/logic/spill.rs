@@ -148,7 +148,10 @@ impl SpillUrl {
             }
             t.parse().map_err(|_| bad())
         };
-        Ok(Self { file: num(file)?, offset: num(offset)?, len: num(len)? })
+        let url = Self { file: num(file)?, offset: num(offset)?, len: num(len)? };
+        // A record ending past u64::MAX cannot exist (and `payload` would overflow).
+        url.offset.checked_add(url.len.max(RECORD_HEADER_LEN)).ok_or_else(bad)?;
+        Ok(url)
     }
 
     /// The payload (data then metadata) range within the file: `(start, len)`.
