@@ -40,15 +40,18 @@ pub fn run(cmd: &ObjectCommand) -> Result<(), String> {
                 // The node said why it gave up (e.g. the object can never fit there).
                 Err(why) if !why.is_empty() => return Err(format!("object {id} cannot be fetched: {why}")),
                 Err(_) => {
-                // The node gives up before the timeout when its pull failed (no copy left
-                // anywhere for the fetch timeout); say which of the two happened.
-                let waited = began.elapsed();
-                let why = if waited < Duration::from_millis(*timeout_ms) {
-                    format!("the node gave up fetching it after {} ms (no copy it could pull from)", waited.as_millis())
-                } else {
-                    format!("no copy appeared on any node within {timeout_ms} ms")
-                };
-                return Err(format!("object {id} is not available: {why}"));
+                    // The node gives up before the timeout when its pull failed (no copy left
+                    // anywhere for the fetch timeout); say which of the two happened.
+                    let waited = began.elapsed();
+                    let why = if waited < Duration::from_millis(*timeout_ms) {
+                        format!(
+                            "the node gave up fetching it after {} ms (no copy it could pull from)",
+                            waited.as_millis()
+                        )
+                    } else {
+                        format!("no copy appeared on any node within {timeout_ms} ms")
+                    };
+                    return Err(format!("object {id} is not available: {why}"));
                 }
             };
             match output {

@@ -69,7 +69,8 @@ pub struct LocalClient {
     segments: HashMap<u32, Arc<Segment>>,
     /// Fallback segments, mapped while a view or writer holds them.
     fallback: HashMap<u32, Weak<Segment>>,
-    /// Fallback segments of the last reply, held until its views hold them.
+    /// Fallback segments of the reply being handled, held until its views or writer hold
+    /// them, then cleared.
     fresh: Vec<Arc<Segment>>,
     releases: Releases,
 }
@@ -263,6 +264,19 @@ impl LocalClient {
         Ok(reply)
     }
 
+    /// The descriptors of the segments mapped now, by segment index: the store's, the
+    /// staging segment's, and the fallback segments that views and writers hold.
+    pub fn segment_fds(&self) -> Vec<(u32, std::os::fd::RawFd)> {
+        use std::os::fd::AsRawFd;
+        let fallback = self.fallback.iter().filter_map(|(i, w)| w.upgrade().map(|s| (*i, s)));
+        self.segments
+            .iter()
+            .map(|(i, s)| (*i, s.clone()))
+            .chain(fallback)
+            .map(|(i, s)| (i, s.fd().as_raw_fd()))
+            .collect()
+    }
+
     fn segment(&self, seg: u32) -> Result<Arc<Segment>, ClientError> {
         self.segments
             .get(&seg)
@@ -283,8 +297,9 @@ impl LocalClient {
         match self.call_owner(&id, &m)? {
             LocalMessage::CreateReply { error, message, spec, .. } => {
                 check(error, message)?;
-                let seg = self.segment(spec.segment)?;
-                ObjectWriter::new(seg, spec, self.owner(&id))
+                let seg = self.segment(spec.segment);
+                self.fresh.clear();
+                ObjectWriter::new(seg?, spec, self.owner(&id))
             }
             other => Err(unexpected(other)),
         }
@@ -327,7 +342,9 @@ impl LocalClient {
                 primary: true,
                 inline: Some(data.to_vec()),
             };
-            return match self.call_owner(&id, &m)? {
+            let reply = self.call_owner(&id, &m);
+            self.fresh.clear();
+            return match reply? {
                 LocalMessage::CreateReply { error, message, .. } => check(error, message),
                 other => Err(unexpected(other)),
             };
@@ -402,13 +419,19 @@ impl LocalClient {
             }
             errors.resize(objects.len(), String::new());
             for ((i, spec), why) in idx.iter().zip(objects).zip(errors) {
-                if let Some(v) = self.view(*shard, spec)? {
-                    out[*i] = Ok(v);
-                } else {
-                    out[*i] = Err(why);
-                }
+                let view = self.view(*shard, spec);
+                out[*i] = match view {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => Err(why),
+                    Err(e) => {
+                        self.fresh.clear();
+                        return Err(e);
+                    }
+                };
             }
         }
+        // The views hold the fallback segments they need; the last one dropped unmaps it.
+        self.fresh.clear();
         Ok(out)
     }
 

@@ -155,7 +155,11 @@ mod tests {
         round_trip(LocalMessage::Contains { id });
         round_trip(LocalMessage::ContainsReply { has_object: true });
         round_trip(LocalMessage::Get { ids: vec![id], timeout_ms: -1 });
-        round_trip(LocalMessage::GetReply { objects: vec![spec, ObjectSpec::default()], mmap_size: 1 << 30, errors: vec![] });
+        round_trip(LocalMessage::GetReply {
+            objects: vec![spec, ObjectSpec::default()],
+            mmap_size: 1 << 30,
+            errors: vec![],
+        });
         round_trip(LocalMessage::GetReply {
             objects: vec![spec, ObjectSpec::default()],
             mmap_size: 1 << 30,

@@ -72,8 +72,15 @@ pub fn adopt(shard: &Rc<Shard>, fd: RawFd, kind: SocketKind) {
         let m = s.metrics.shard(s.id.index());
         m.local_connections.fetch_add(1, Relaxed);
         let client = ClientId((u64::from(s.id.0) << 48) | seq);
-        let mut conn =
-            Conn { shard: s.clone(), sock: fd, kind, client, registered: None, touched: Vec::new(), fds_sent: [false; 2] };
+        let mut conn = Conn {
+            shard: s.clone(),
+            sock: fd,
+            kind,
+            client,
+            registered: None,
+            touched: Vec::new(),
+            fds_sent: [false; 2],
+        };
         if let Err((kind, why)) = conn.serve(stream).await {
             m.error(kind);
             tracing::warn!(shard = %s.id, "closing local connection: {why}");

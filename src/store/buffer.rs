@@ -53,6 +53,12 @@ impl Segment {
         Ok(Self { file_id: file_id(&fd)?, _fd: fd, map, writable })
     }
 
+    /// The descriptor the raylet passed for this segment.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self._fd.as_fd()
+    }
+
     /// Whether `fd` is the file this segment maps (a fallback segment passed again).
     pub fn same_file(&self, fd: &OwnedFd) -> bool {
         file_id(fd).is_ok_and(|id| id == self.file_id)

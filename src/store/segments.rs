@@ -53,7 +53,12 @@ pub fn sealed_memfd(name: &str, len: u64) -> std::io::Result<OwnedFd> {
 /// A file of `len` bytes in `dir`, its blocks reserved (`fallocate`), unlinked: the raylet's
 /// read-write descriptor and, when `read_only_copy`, an `O_RDONLY` one for clients (the
 /// inode is then made 0400).
-pub fn unlinked_file(dir: &Path, prefix: &str, len: u64, read_only_copy: bool) -> std::io::Result<(File, Option<File>)> {
+pub fn unlinked_file(
+    dir: &Path,
+    prefix: &str,
+    len: u64,
+    read_only_copy: bool,
+) -> std::io::Result<(File, Option<File>)> {
     let mut rnd = [0u8; 8];
     crate::ids::os_random(&mut rnd);
     let path = dir.join(format!("{prefix}-{}-{}", std::process::id(), crate::ids::hex_encode(&rnd)));

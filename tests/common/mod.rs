@@ -15,6 +15,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod segments;
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

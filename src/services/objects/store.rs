@@ -171,7 +171,9 @@ impl ShardStore {
             O::Create { id, data_size, metadata_size, primary, inline: Some(bytes) } => OpResult::Created(
                 self.create_sealed(shard, client, id, data_size, metadata_size, primary, &bytes).await,
             ),
-            O::Seal(id) if self.staged.borrow().contains(&id) => OpResult::Done(self.seal_staged(shard, client, id).await),
+            O::Seal(id) if self.staged.borrow().contains(&id) => {
+                OpResult::Done(self.seal_staged(shard, client, id).await)
+            }
             O::Seal(id) => OpResult::Done(self.seal(shard, client, id)),
             O::Abort(id) => OpResult::Done(self.abort(shard, client, id)),
             O::Release(ids) => {
@@ -185,7 +187,10 @@ impl ShardStore {
                 // Why missing objects are missing, when their pull failed for a reason.
                 let failed = self.transfer.failed.borrow();
                 let errors = if specs.iter().any(|s| !s.found && failed.contains_key(&s.id)) {
-                    specs.iter().map(|s| if s.found { String::new() } else { failed.get(&s.id).cloned().unwrap_or_default() }).collect()
+                    specs
+                        .iter()
+                        .map(|s| if s.found { String::new() } else { failed.get(&s.id).cloned().unwrap_or_default() })
+                        .collect()
                 } else {
                     Vec::new()
                 };
@@ -241,7 +246,10 @@ impl ShardStore {
                 let _ = self.abort(shard, client, id);
                 return Err((
                     StoreError::ObjectStoreFull,
-                    format!("object {id} of {len} bytes: no staging file in {}: {e}", self.arena.fallback.dir.display()),
+                    format!(
+                        "object {id} of {len} bytes: no staging file in {}: {e}",
+                        self.arena.fallback.dir.display()
+                    ),
                 ));
             }
         } else if !self.arena.stages_creates() {

@@ -423,7 +423,10 @@ fn impossible_allocation_fails_the_pull_at_once_with_its_reason() {
     q.handle_allocation_impossible(t0, obj(1), "too big".into());
     assert_eq!(
         drain(&mut q),
-        vec![Failed { id: obj(1), reason: PullFailure::NoRoom("too big".into()) }, Completed { bundle_id: BundleId(1) }]
+        vec![
+            Failed { id: obj(1), reason: PullFailure::NoRoom("too big".into()) },
+            Completed { bundle_id: BundleId(1) }
+        ]
     );
     assert_eq!(q.poll_timeout(), None, "no retry is left behind");
     q.handle_allocation_impossible(t0, obj(1), "again".into());
