@@ -37,8 +37,14 @@ pub fn run(cmd: &ObjectCommand) -> Result<(), String> {
             let got = views.into_iter().next().unwrap_or(Err(String::new()));
             let v = match got {
                 Ok(v) => v,
-                // The node said why it gave up (e.g. the object can never fit there).
-                Err(why) if !why.is_empty() => return Err(format!("object {id} cannot be fetched: {why}")),
+                // The node said why it gave up (no copy for the fetch timeout, or the object
+                // can never fit there).
+                Err(why) if !why.is_empty() => {
+                    let waited = began.elapsed().as_millis();
+                    return Err(format!(
+                        "object {id} is not available: the node gave up fetching it after {waited} ms: {why}"
+                    ));
+                }
                 Err(_) => {
                     // The node gives up before the timeout when its pull failed (no copy left
                     // anywhere for the fetch timeout); say which of the two happened.

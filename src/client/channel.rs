@@ -83,9 +83,17 @@ impl Channel {
 
     /// The segments whose descriptors come with `m`, in the order they come.
     fn fd_segments(&mut self, m: &LocalMessage) -> Vec<u32> {
+        // Filtered before collecting: a reply naming only segments already here (the
+        // usual case) allocates nothing.
+        let got = self.got;
+        let needed = |s: &u32| *s > 1 || !got[*s as usize];
         let mut segs: Vec<u32> = match m {
-            LocalMessage::CreateReply { error: StoreError::Ok, spec, .. } => vec![spec.segment],
-            LocalMessage::GetReply { objects, .. } => objects.iter().filter(|o| o.found).map(|o| o.segment).collect(),
+            LocalMessage::CreateReply { error: StoreError::Ok, spec, .. } => {
+                std::iter::once(spec.segment).filter(needed).collect()
+            }
+            LocalMessage::GetReply { objects, .. } => {
+                objects.iter().filter(|o| o.found).map(|o| o.segment).filter(needed).collect()
+            }
             _ => Vec::new(),
         };
         segs.sort_unstable();

@@ -409,7 +409,7 @@ impl LocalClient {
         for (shard, idx) in &groups {
             let (reply, fds) = self.channel(*shard)?.recv()?;
             self.adopt_fds(fds)?;
-            let LocalMessage::GetReply { objects, mut errors, .. } = reply else { return Err(unexpected(reply)) };
+            let LocalMessage::GetReply { objects, errors, .. } = reply else { return Err(unexpected(reply)) };
             if objects.len() != idx.len() {
                 return Err(ClientError::Unexpected(format!(
                     "get reply has {} objects for {} ids",
@@ -417,8 +417,9 @@ impl LocalClient {
                     idx.len()
                 )));
             }
-            errors.resize(objects.len(), String::new());
-            for ((i, spec), why) in idx.iter().zip(objects).zip(errors) {
+            let mut errors = errors.into_iter();
+            for (i, spec) in idx.iter().zip(objects) {
+                let why = errors.next().unwrap_or_default();
                 let view = self.view(*shard, spec);
                 out[*i] = match view {
                     Ok(Some(v)) => Ok(v),

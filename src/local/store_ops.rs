@@ -36,6 +36,12 @@ impl Conn {
         crate::services::objects::local_store(&self.shard).map(|s| s.arena.len()).unwrap_or(0)
     }
 
+    /// Of the segments a reply names, those whose descriptor must go with it (usually none:
+    /// then nothing is allocated).
+    fn needing_fds(&self, named: impl Iterator<Item = u32>) -> Vec<u32> {
+        named.filter(|&s| s > STAGING_SEGMENT || !self.fds_sent[s as usize]).collect()
+    }
+
     /// Sends `m`, with the descriptors of the segments it names that the client needs, in
     /// ascending segment order: the store's and the staging segment's once per connection,
     /// a fallback segment's every time (the client unmaps one when its last view goes).
@@ -83,7 +89,7 @@ impl Conn {
                 let op = StoreOp::Create { id, data_size, metadata_size, primary, inline };
                 let r = self.run(self.owner(&id), op).await?;
                 let OpResult::Created(r) = r else { return Err(unexpected(r)) };
-                let segments: Vec<u32> = r.iter().map(|s| s.segment).collect();
+                let segments = self.needing_fds(r.iter().map(|s| s.segment));
                 let (error, message, spec) = match r {
                     Ok(spec) => (StoreError::Ok, String::new(), spec),
                     Err((e, msg)) => (e, msg, ObjectSpec { id, ..Default::default() }),
@@ -132,7 +138,7 @@ impl Conn {
             }
             LocalMessage::Get { ids, timeout_ms } => {
                 let (objects, errors) = self.get(&ids, timeout_ms).await?;
-                let segments: Vec<u32> = objects.iter().filter(|o| o.found).map(|o| o.segment).collect();
+                let segments = self.needing_fds(objects.iter().filter(|o| o.found).map(|o| o.segment));
                 let mmap_size = self.mmap_size();
                 self.reply(tx, LocalMessage::GetReply { objects, mmap_size, errors }, &segments).await;
             }

@@ -304,8 +304,10 @@ async fn perform(shard: &Rc<Shard>, st: &Rc<ShardStore>, a: PullAction) {
         }
         PullAction::Failed { id, reason } => {
             tracing::warn!(%id, "pull failed: {reason:?}");
+            use crate::logic::transfer::pull::PullFailure;
             let reason = match reason {
-                crate::logic::transfer::pull::PullFailure::NoRoom(why) => why,
+                PullFailure::NoRoom(why) => why,
+                PullFailure::NoLocation(d) => format!("no node had a copy to pull for {} ms", d.as_millis()),
                 other => format!("{other:?}"),
             };
             st.transfer.failed.borrow_mut().insert(id, reason);
