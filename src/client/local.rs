@@ -142,8 +142,8 @@ impl LocalClient {
         self.fresh.clear();
         for (seg, fd) in fds {
             if seg <= crate::store::segments::STAGING_SEGMENT {
-                if !self.segments.contains_key(&seg) {
-                    self.segments.insert(seg, Arc::new(Segment::map(fd)?));
+                if let std::collections::hash_map::Entry::Vacant(e) = self.segments.entry(seg) {
+                    e.insert(Arc::new(Segment::map(fd)?));
                 }
                 continue;
             }
