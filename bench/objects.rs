@@ -68,7 +68,7 @@ fn get_sizes() -> Sizes {
     let id = ObjectId::random();
     let req = encode(&LocalMessage::Get { ids: vec![id], timeout_ms: 0 }).len();
     let spec = raylet::local::codec::ObjectSpec { id, found: true, ..Default::default() };
-    let resp = encode(&LocalMessage::GetReply { objects: vec![spec], mmap_size: 1 << 30 }).len();
+    let resp = encode(&LocalMessage::GetReply { objects: vec![spec], mmap_size: 1 << 30, errors: vec![] }).len();
     debug_assert!(req > HEADER_LEN);
     Sizes { req, resp }
 }

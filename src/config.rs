@@ -144,8 +144,14 @@ pub struct NodeConfig {
     pub resources: Vec<(String, f64)>,
     /// Object store capacity in bytes.
     pub object_store_memory: u64,
-    /// Where the store's shared memory file lives (unlinked at once).
-    pub plasma_directory: PathBuf,
+    /// `None`: the store is a sealed memfd; `Some(dir)`: a file in `dir` (unlinked at once,
+    /// clients get it read-only and write through a staging memfd: `store::arena`).
+    pub plasma_directory: Option<PathBuf>,
+    /// Where fallback segments are created (default `<session>/fallback`).
+    pub fallback_directory: Option<PathBuf>,
+    /// Most bytes of fallback segments at once (0 disables fallback; default: the size of
+    /// the fallback directory's filesystem).
+    pub fallback_allocation_limit: Option<u64>,
     /// Where spilled objects go (default `<session>/spill`).
     pub spill_directory: Option<PathBuf>,
     /// Root of session directories.
@@ -257,7 +263,9 @@ impl NodeConfig {
             spin_before_park: Some(Duration::from_micros(50)),
             resources: vec![("CPU".into(), cpus as f64)],
             object_store_memory: 256 << 20,
-            plasma_directory: PathBuf::from("/dev/shm"),
+            plasma_directory: None,
+            fallback_directory: None,
+            fallback_allocation_limit: None,
             spill_directory: None,
             session_dir: temp_dir.join("session_unset"),
             temp_dir,
@@ -372,6 +380,11 @@ impl NodeConfig {
     /// The logs directory.
     pub fn logs_dir(&self) -> PathBuf {
         self.session_dir.join("logs")
+    }
+
+    /// Fallback directory, defaulting into the session.
+    pub fn fallback_dir(&self) -> PathBuf {
+        self.fallback_directory.clone().unwrap_or_else(|| self.session_dir.join("fallback"))
     }
 
     /// Spill directory, defaulting into the session.

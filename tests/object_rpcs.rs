@@ -73,7 +73,8 @@ fn request_object_spillage_spills_and_a_get_restores() {
 fn a_create_that_nothing_can_make_room_for_fails_with_store_full() {
     with_timeout(Duration::from_secs(60), || {
         let dir = TestDir::new();
-        let head = dir.start_head();
+        // Fallback off: with it, the create would go to a fallback segment instead.
+        let head = dir.start(&NodeOpts::head().args(["--fallback-allocation-limit", "0"]));
         let mut c = LocalClient::connect_driver(&head.ready.socket).unwrap();
         // Fill the 32 MiB store with objects this client keeps referenced (not evictable,
         // not spillable), then ask for more.

@@ -111,10 +111,22 @@ fn delete_of_object_in_use_is_deferred_until_release() {
 
 #[test]
 fn create_that_cannot_fit_fails_with_store_full() {
-    let node = start(&["--object-store-memory", "8388608"]);
+    // 16 MiB: larger than the 8 MiB store plus the 4 MiB of fallback allowed.
+    let node = start(&["--object-store-memory", "8388608", "--fallback-allocation-limit", "4194304"]);
     let mut c = LocalClient::connect_driver(&node.socket).unwrap();
     match c.create(ObjectId::random(), 16 << 20, 0, true) {
-        Err(ClientError::Store { code: StoreError::ObjectStoreFull, .. }) => {}
+        Err(ClientError::Store { code: StoreError::ObjectStoreFull, message }) => {
+            assert!(message.contains("16777216") && message.contains("fallback limit of 4194304"), "{message}");
+        }
+        other => panic!("expected ObjectStoreFull, got {other:?}"),
+    }
+    // With fallback off, an object larger than the store fails too, saying so.
+    let off = start(&["--object-store-memory", "8388608", "--fallback-allocation-limit", "0"]);
+    let mut c = LocalClient::connect_driver(&off.socket).unwrap();
+    match c.create(ObjectId::random(), 9 << 20, 0, true) {
+        Err(ClientError::Store { code: StoreError::ObjectStoreFull, message }) => {
+            assert!(message.contains("9437184"), "{message}");
+        }
         other => panic!("expected ObjectStoreFull, got {other:?}"),
     }
 }

@@ -263,7 +263,10 @@ fn a_full_spill_disk_fails_the_create_clearly_backs_off_and_leaves_the_node_up()
     with_timeout(Duration::from_secs(180), || {
         let disk = Tmpfs::mount(16 << 20);
         let dir = TestDir::new();
-        let opts = NodeOpts::head().args(["--system-config", r#"{"oom_grace_period_s": 3}"#]);
+        // No fallback allocation: the create must find the store full, not a disk-backed file.
+        let opts = NodeOpts::head()
+            .args(["--system-config", r#"{"oom_grace_period_s": 3}"#])
+            .args(["--fallback-allocation-limit", "0"]);
         let node = node_with(&dir, opts, 64 * MIB, Some(disk.path()));
         // 24 MiB objects never fit on the 16 MiB disk: every spill write fails.
         let mut c = LocalClient::connect_driver(&node.ready.socket).unwrap();

@@ -62,7 +62,15 @@ fn pinned_primaries_spill_above_the_configured_threshold_and_not_below() {
 fn a_create_waits_the_configured_grace_for_room_and_gets_it_when_room_appears() {
     with_timeout(Duration::from_secs(120), || {
         let dir = TestDir::new();
-        let node = head_with(&dir, 32 << 20, r#"{"oom_grace_period_s": 8}"#);
+        // Fallback off: with it, the create would go to a fallback segment after the wait.
+        let node = dir.start(&NodeOpts::head().args([
+            "--object-store-memory",
+            &(32u64 << 20).to_string(),
+            "--system-config",
+            r#"{"oom_grace_period_s": 8}"#,
+            "--fallback-allocation-limit",
+            "0",
+        ]));
         let mut c = LocalClient::connect_driver(&node.ready.socket).unwrap();
         // 27 MiB held unsealed by this client: not evictable, not spillable.
         let held: Vec<_> = (0..3).map(|_| c.create(ObjectId::random(), 9 << 20, 0, false).unwrap()).collect();

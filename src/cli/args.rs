@@ -192,9 +192,18 @@ pub struct StartArgs {
     /// Object store capacity in bytes.
     #[arg(long, default_value_t = 256 << 20)]
     pub object_store_memory: u64,
-    /// Directory of the store's shared-memory file.
-    #[arg(long, default_value = "/dev/shm")]
-    pub plasma_directory: PathBuf,
+    /// Put the store in a file in this directory (e.g. a hugetlbfs mount) instead of a sealed
+    /// memfd; clients then write new objects through a staging memfd, copied at seal
+    #[arg(long)]
+    pub plasma_directory: Option<PathBuf>,
+    /// Directory of fallback segments: disk-backed files for objects that do not fit in the
+    /// store after eviction and spilling (default: <session>/fallback)
+    #[arg(long)]
+    pub fallback_directory: Option<PathBuf>,
+    /// Most bytes of fallback segments at once; 0 disables fallback allocation (default:
+    /// the size of the fallback directory's filesystem)
+    #[arg(long)]
+    pub fallback_allocation_limit: Option<u64>,
     /// Directory for spilled objects (default: <session>/spill); nodes may share one (each
     /// spills into a subdirectory of its own).
     #[arg(long)]
@@ -358,6 +367,8 @@ impl StartArgs {
         cfg.resources = res;
         cfg.object_store_memory = self.object_store_memory;
         cfg.plasma_directory = self.plasma_directory.clone();
+        cfg.fallback_directory = self.fallback_directory.clone();
+        cfg.fallback_allocation_limit = self.fallback_allocation_limit;
         cfg.spill_directory = self.spill_directory.clone();
         cfg.heartbeat_period = Duration::from_millis(self.heartbeat_period_ms);
         cfg.heartbeat_timeout = Duration::from_millis(self.heartbeat_timeout_ms);

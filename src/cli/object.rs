@@ -35,18 +35,34 @@ pub fn run(cmd: &ObjectCommand) -> Result<(), String> {
             let id = ObjectId::from_hex(id).map_err(|e| e.to_string())?;
             let mut c = connect(&socket(s, temp_dir)?)?;
             let began = std::time::Instant::now();
-            let views =
-                c.get(&[id], Some(Duration::from_millis(*timeout_ms))).map_err(|e| format!("get failed: {e}"))?;
-            let Some(v) = views.into_iter().next().flatten() else {
-                // The node gives up before the timeout when its pull failed (no copy left
-                // anywhere for the fetch timeout); say which of the two happened.
-                let waited = began.elapsed();
-                let why = if waited < Duration::from_millis(*timeout_ms) {
-                    format!("the node gave up fetching it after {} ms (no copy it could pull from)", waited.as_millis())
-                } else {
-                    format!("no copy appeared on any node within {timeout_ms} ms")
-                };
-                return Err(format!("object {id} is not available: {why}"));
+            let views = c
+                .get_or_why(&[id], Some(Duration::from_millis(*timeout_ms)))
+                .map_err(|e| format!("get failed: {e}"))?;
+            let got = views.into_iter().next().unwrap_or(Err(String::new()));
+            let v = match got {
+                Ok(v) => v,
+                // The node said why it gave up (no copy for the fetch timeout, or the object
+                // can never fit there).
+                Err(why) if !why.is_empty() => {
+                    let waited = began.elapsed().as_millis();
+                    return Err(format!(
+                        "object {id} is not available: the node gave up fetching it after {waited} ms: {why}"
+                    ));
+                }
+                Err(_) => {
+                    // The node gives up before the timeout when its pull failed (no copy left
+                    // anywhere for the fetch timeout); say which of the two happened.
+                    let waited = began.elapsed();
+                    let why = if waited < Duration::from_millis(*timeout_ms) {
+                        format!(
+                            "the node gave up fetching it after {} ms (no copy it could pull from)",
+                            waited.as_millis()
+                        )
+                    } else {
+                        format!("no copy appeared on any node within {timeout_ms} ms")
+                    };
+                    return Err(format!("object {id} is not available: {why}"));
+                }
             };
             match output {
                 Some(path) => std::fs::write(path, &v[..]).map_err(|e| format!("{}: {e}", path.display()))?,

@@ -1,8 +1,10 @@
-//! One blocking connection to a raylet socket: send a frame, read a frame, and pick up any
-//! segment descriptor the raylet passes alongside a reply.
+//! One blocking connection to a raylet socket: send a frame, read a frame, and pick up the
+//! segment descriptors the raylet passes alongside a reply, each paired with its segment
+//! index by the rule of `local::store_ops` (the segments the reply names, ascending; the
+//! store's and the staging segment's only the first time on this connection).
 
 use super::ClientError;
-use crate::local::codec::{self, LocalMessage, HEADER_LEN};
+use crate::local::codec::{self, LocalMessage, StoreError, HEADER_LEN};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::io::AsRawFd;
@@ -20,7 +22,12 @@ pub(crate) struct Channel {
     end: usize,
     /// Frames queued to go out with the next one sent (one write, one wake-up).
     pending: Vec<u8>,
+    /// Whether the store's and the staging segment's descriptors came on this connection.
+    got: [bool; 2],
 }
+
+/// Descriptors that came with a reply, by segment index.
+pub(crate) type SegmentFds = Vec<(u32, OwnedFd)>;
 
 impl Channel {
     pub(crate) fn connect(path: &Path) -> Result<Self, ClientError> {
@@ -31,6 +38,7 @@ impl Channel {
             start: 0,
             end: 0,
             pending: Vec::new(),
+            got: [false; 2],
         })
     }
 
@@ -73,8 +81,32 @@ impl Channel {
         self.pending.extend_from_slice(&codec::encode(m));
     }
 
-    /// Reads one message and any descriptors that came with it.
-    pub(crate) fn recv(&mut self) -> Result<(LocalMessage, Vec<OwnedFd>), ClientError> {
+    /// The segments whose descriptors come with `m`, in the order they come.
+    fn fd_segments(&mut self, m: &LocalMessage) -> Vec<u32> {
+        // Filtered before collecting: a reply naming only segments already here (the
+        // usual case) allocates nothing.
+        let got = self.got;
+        let needed = |s: &u32| *s > 1 || !got[*s as usize];
+        let mut segs: Vec<u32> = match m {
+            LocalMessage::CreateReply { error: StoreError::Ok, spec, .. } => {
+                std::iter::once(spec.segment).filter(needed).collect()
+            }
+            LocalMessage::GetReply { objects, .. } => {
+                objects.iter().filter(|o| o.found).map(|o| o.segment).filter(needed).collect()
+            }
+            _ => Vec::new(),
+        };
+        segs.sort_unstable();
+        segs.dedup();
+        segs.retain(|&s| match s {
+            0 | 1 => !std::mem::replace(&mut self.got[s as usize], true),
+            _ => true,
+        });
+        segs
+    }
+
+    /// Reads one message and the segment descriptors that came with it.
+    pub(crate) fn recv(&mut self) -> Result<(LocalMessage, SegmentFds), ClientError> {
         let mut fds = Vec::new();
         while self.end - self.start < HEADER_LEN {
             self.fill(&mut fds)?;
@@ -100,11 +132,18 @@ impl Channel {
             self.start = 0;
             self.end = 0;
         }
-        Ok((msg, fds))
+        let segs = self.fd_segments(&msg);
+        if segs.len() != fds.len() {
+            return Err(ClientError::Unexpected(format!(
+                "{} descriptors came with a reply naming new segments {segs:?}",
+                fds.len()
+            )));
+        }
+        Ok((msg, segs.into_iter().zip(fds).collect()))
     }
 
     /// Sends `m` and reads the reply.
-    pub(crate) fn call(&mut self, m: &LocalMessage) -> Result<(LocalMessage, Vec<OwnedFd>), ClientError> {
+    pub(crate) fn call(&mut self, m: &LocalMessage) -> Result<(LocalMessage, SegmentFds), ClientError> {
         self.send(m)?;
         self.recv()
     }

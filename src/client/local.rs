@@ -3,16 +3,18 @@
 //!
 //! Store operations on object X go to the connection attached to X's owner shard
 //! (`<session>/sockets/raylet.<shard>`), so they never hop between the raylet's shards;
-//! gets read the bytes in place from the store segment mapped once.
+//! gets read the bytes in place from the store segment mapped once. Objects in fallback
+//! segments (files of one object each) come with their segment's descriptor in every
+//! reply; the client maps it while views of it live and unmaps it with the last one.
 
-use super::channel::Channel;
+use super::channel::{Channel, SegmentFds};
 use super::objects::{ObjectView, ObjectWriter, Releases};
 use crate::ids::{JobId, NodeId, ObjectId, WorkerId};
 use crate::local::codec::{self, ClientKind, DisconnectKind, LocalMessage, ObjectSpec, Register, StoreError};
 use crate::store::buffer::Segment;
-use std::os::fd::OwnedFd;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Largest put sent inline in its create request.
@@ -63,7 +65,13 @@ pub struct LocalClient {
     shard_sockets: Vec<PathBuf>,
     worker_id: WorkerId,
     node_id: Option<NodeId>,
-    segment: Option<Arc<Segment>>,
+    /// The store (0) and, with a plasma-directory store, the staging segment (1).
+    segments: HashMap<u32, Arc<Segment>>,
+    /// Fallback segments, mapped while a view or writer holds them.
+    fallback: HashMap<u32, Weak<Segment>>,
+    /// Fallback segments of the reply being handled, held until its views or writer hold
+    /// them, then cleared.
+    fresh: Vec<Arc<Segment>>,
     releases: Releases,
 }
 
@@ -88,7 +96,9 @@ impl LocalClient {
             shard_sockets: Vec::new(),
             worker_id: WorkerId::random(),
             node_id: None,
-            segment: None,
+            segments: HashMap::new(),
+            fallback: HashMap::new(),
+            fresh: Vec::new(),
             releases: Releases::default(),
         })
     }
@@ -127,11 +137,26 @@ impl LocalClient {
         self.main.stream()
     }
 
-    fn adopt_fds(&mut self, fds: Vec<OwnedFd>) -> Result<(), ClientError> {
-        if let Some(fd) = fds.into_iter().next() {
-            if self.segment.is_none() {
-                self.segment = Some(Arc::new(Segment::map(fd)?));
+    /// Maps the segments whose descriptors came with a reply (see `client::channel`).
+    fn adopt_fds(&mut self, fds: SegmentFds) -> Result<(), ClientError> {
+        self.fresh.clear();
+        for (seg, fd) in fds {
+            if seg <= crate::store::segments::STAGING_SEGMENT {
+                if let std::collections::hash_map::Entry::Vacant(e) = self.segments.entry(seg) {
+                    e.insert(Arc::new(Segment::map(fd)?));
+                }
+                continue;
             }
+            if let Some(s) = self.fallback.get(&seg).and_then(Weak::upgrade) {
+                if s.same_file(&fd) {
+                    self.fresh.push(s);
+                    continue;
+                }
+            }
+            let s = Arc::new(Segment::map(fd)?);
+            self.fallback.retain(|_, w| w.strong_count() > 0);
+            self.fallback.insert(seg, Arc::downgrade(&s));
+            self.fresh.push(s);
         }
         Ok(())
     }
@@ -239,8 +264,25 @@ impl LocalClient {
         Ok(reply)
     }
 
-    fn segment(&self) -> Result<Arc<Segment>, ClientError> {
-        self.segment.clone().ok_or_else(|| ClientError::Unexpected("no store segment was passed".into()))
+    /// The descriptors of the segments mapped now, by segment index: the store's, the
+    /// staging segment's, and the fallback segments that views and writers hold.
+    pub fn segment_fds(&self) -> Vec<(u32, std::os::fd::RawFd)> {
+        use std::os::fd::AsRawFd;
+        let fallback = self.fallback.iter().filter_map(|(i, w)| w.upgrade().map(|s| (*i, s)));
+        self.segments
+            .iter()
+            .map(|(i, s)| (*i, s.clone()))
+            .chain(fallback)
+            .map(|(i, s)| (i, s.fd().as_raw_fd()))
+            .collect()
+    }
+
+    fn segment(&self, seg: u32) -> Result<Arc<Segment>, ClientError> {
+        self.segments
+            .get(&seg)
+            .cloned()
+            .or_else(|| self.fallback.get(&seg).and_then(Weak::upgrade))
+            .ok_or_else(|| ClientError::Unexpected(format!("segment {seg} was never passed")))
     }
 
     /// Creates an object of `data_size` + `metadata_size` bytes to be written in place.
@@ -255,8 +297,9 @@ impl LocalClient {
         match self.call_owner(&id, &m)? {
             LocalMessage::CreateReply { error, message, spec, .. } => {
                 check(error, message)?;
-                let seg = self.segment()?;
-                ObjectWriter::new(seg, spec, self.owner(&id))
+                let seg = self.segment(spec.segment);
+                self.fresh.clear();
+                ObjectWriter::new(seg?, spec, self.owner(&id))
             }
             other => Err(unexpected(other)),
         }
@@ -299,7 +342,9 @@ impl LocalClient {
                 primary: true,
                 inline: Some(data.to_vec()),
             };
-            return match self.call_owner(&id, &m)? {
+            let reply = self.call_owner(&id, &m);
+            self.fresh.clear();
+            return match reply? {
                 LocalMessage::CreateReply { error, message, .. } => check(error, message),
                 other => Err(unexpected(other)),
             };
@@ -338,6 +383,17 @@ impl LocalClient {
     /// another node when needed). Missing ones are `None`. Views read the bytes in place
     /// and release their reference when dropped.
     pub fn get(&mut self, ids: &[ObjectId], timeout: Option<Duration>) -> Result<Vec<Option<ObjectView>>, ClientError> {
+        Ok(self.get_or_why(ids, timeout)?.into_iter().map(Result::ok).collect())
+    }
+
+    /// [`Self::get`], saying why each missing object is missing: `Err("")` when it did not
+    /// arrive in time, `Err(reason)` when the node gave up fetching it (e.g. it can never
+    /// fit here).
+    pub fn get_or_why(
+        &mut self,
+        ids: &[ObjectId],
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Result<ObjectView, String>>, ClientError> {
         let timeout_ms = timeout.map(|t| t.as_millis().min(i64::MAX as u128) as i64).unwrap_or(-1);
         let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = std::collections::BTreeMap::new();
         for (i, id) in ids.iter().enumerate() {
@@ -349,11 +405,11 @@ impl LocalClient {
             let part: Vec<ObjectId> = idx.iter().map(|i| ids[*i]).collect();
             self.channel(*shard)?.send(&LocalMessage::Get { ids: part, timeout_ms })?;
         }
-        let mut out: Vec<Option<ObjectView>> = (0..ids.len()).map(|_| None).collect();
+        let mut out: Vec<Result<ObjectView, String>> = (0..ids.len()).map(|_| Err(String::new())).collect();
         for (shard, idx) in &groups {
             let (reply, fds) = self.channel(*shard)?.recv()?;
             self.adopt_fds(fds)?;
-            let LocalMessage::GetReply { objects, .. } = reply else { return Err(unexpected(reply)) };
+            let LocalMessage::GetReply { objects, errors, .. } = reply else { return Err(unexpected(reply)) };
             if objects.len() != idx.len() {
                 return Err(ClientError::Unexpected(format!(
                     "get reply has {} objects for {} ids",
@@ -361,10 +417,22 @@ impl LocalClient {
                     idx.len()
                 )));
             }
+            let mut errors = errors.into_iter();
             for (i, spec) in idx.iter().zip(objects) {
-                out[*i] = self.view(*shard, spec)?;
+                let why = errors.next().unwrap_or_default();
+                let view = self.view(*shard, spec);
+                out[*i] = match view {
+                    Ok(Some(v)) => Ok(v),
+                    Ok(None) => Err(why),
+                    Err(e) => {
+                        self.fresh.clear();
+                        return Err(e);
+                    }
+                };
             }
         }
+        // The views hold the fallback segments they need; the last one dropped unmaps it.
+        self.fresh.clear();
         Ok(out)
     }
 
@@ -372,7 +440,7 @@ impl LocalClient {
         if !spec.found {
             return Ok(None);
         }
-        ObjectView::new(self.segment()?, spec, shard, self.releases.clone()).map(Some)
+        ObjectView::new(self.segment(spec.segment)?, spec, shard, self.releases.clone()).map(Some)
     }
 
     /// Deletes this node's copies; per-object outcome (`ObjectInUse` = deferred until

@@ -90,7 +90,11 @@ fn local_messages() -> Vec<LocalMessage> {
         LocalMessage::Contains { id },
         LocalMessage::ContainsReply { has_object: true },
         LocalMessage::Get { ids: vec![id], timeout_ms: 500 },
-        LocalMessage::GetReply { objects: vec![spec, ObjectSpec::default()], mmap_size: 1 << 30 },
+        LocalMessage::GetReply {
+            objects: vec![spec, ObjectSpec::default()],
+            mmap_size: 1 << 30,
+            errors: vec![String::new(), "no room".into()],
+        },
         LocalMessage::Wait { ids: vec![id], num_required: 1, timeout_ms: 5 },
         LocalMessage::WaitReply { ready: vec![id], remaining: vec![ObjectId([8; 28])] },
     ]

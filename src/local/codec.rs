@@ -155,7 +155,16 @@ mod tests {
         round_trip(LocalMessage::Contains { id });
         round_trip(LocalMessage::ContainsReply { has_object: true });
         round_trip(LocalMessage::Get { ids: vec![id], timeout_ms: -1 });
-        round_trip(LocalMessage::GetReply { objects: vec![spec, ObjectSpec::default()], mmap_size: 1 << 30 });
+        round_trip(LocalMessage::GetReply {
+            objects: vec![spec, ObjectSpec::default()],
+            mmap_size: 1 << 30,
+            errors: vec![],
+        });
+        round_trip(LocalMessage::GetReply {
+            objects: vec![spec, ObjectSpec::default()],
+            mmap_size: 1 << 30,
+            errors: vec![String::new(), "too big".into()],
+        });
         round_trip(LocalMessage::Wait { ids: vec![id], num_required: 1, timeout_ms: 5 });
         round_trip(LocalMessage::WaitReply { ready: vec![id], remaining: vec![] });
         round_trip(LocalMessage::AnnounceWorkerPort { port: 1234 });

@@ -182,6 +182,7 @@ pub fn decode_message(msg_type: u64, payload: &[u8]) -> Result<LocalMessage, Cod
             LocalMessage::GetReply {
                 objects: r.objects().map(|v| v.iter().map(spec).collect()).unwrap_or_default(),
                 mmap_size: r.mmap_size(),
+                errors: r.errors().map(|v| v.iter().map(str::to_string).collect()).unwrap_or_default(),
             }
         }
         M::WaitRequest => {

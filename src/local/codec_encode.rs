@@ -182,10 +182,15 @@ fn encode_store(b: &mut FlatBufferBuilder<'_>, msg: &LocalMessage) -> Body {
             let t = fb::GetRequest::create(b, &fb::GetRequestArgs { object_ids: Some(v), timeout_ms: *timeout_ms });
             (fb::Message::GetRequest, t.as_union_value())
         }
-        LocalMessage::GetReply { objects, mmap_size } => {
+        LocalMessage::GetReply { objects, mmap_size, errors } => {
             let specs: Vec<fb::ObjectSpec> = objects.iter().map(fb_spec).collect();
             let v = b.create_vector(&specs);
-            let t = fb::GetReply::create(b, &fb::GetReplyArgs { objects: Some(v), mmap_size: *mmap_size });
+            // Usually all empty: then the vector is left out.
+            let errors = errors.iter().any(|e| !e.is_empty()).then(|| {
+                let strs: Vec<_> = errors.iter().map(|e| b.create_string(e)).collect();
+                b.create_vector(&strs)
+            });
+            let t = fb::GetReply::create(b, &fb::GetReplyArgs { objects: Some(v), mmap_size: *mmap_size, errors });
             (fb::Message::GetReply, t.as_union_value())
         }
         LocalMessage::Wait { ids, num_required, timeout_ms } => {

@@ -72,8 +72,15 @@ pub fn adopt(shard: &Rc<Shard>, fd: RawFd, kind: SocketKind) {
         let m = s.metrics.shard(s.id.index());
         m.local_connections.fetch_add(1, Relaxed);
         let client = ClientId((u64::from(s.id.0) << 48) | seq);
-        let mut conn =
-            Conn { shard: s.clone(), sock: fd, kind, client, registered: None, touched: Vec::new(), fd_sent: false };
+        let mut conn = Conn {
+            shard: s.clone(),
+            sock: fd,
+            kind,
+            client,
+            registered: None,
+            touched: Vec::new(),
+            fds_sent: [false; 2],
+        };
         if let Err((kind, why)) = conn.serve(stream).await {
             m.error(kind);
             tracing::warn!(shard = %s.id, "closing local connection: {why}");
@@ -98,8 +105,8 @@ pub(super) struct Conn {
     registered: Option<(WorkerId, ClientKind)>,
     /// Shards whose stores this connection used (they must hear of its end).
     pub(super) touched: Vec<ShardId>,
-    /// Whether the store segment's descriptor went to this client already.
-    pub(super) fd_sent: bool,
+    /// Whether the store's and the staging segment's descriptors went to this client.
+    pub(super) fds_sent: [bool; 2],
 }
 
 impl Conn {

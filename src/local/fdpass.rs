@@ -11,14 +11,17 @@ pub fn stream_from_fd(fd: RawFd) -> UnixStream {
     unsafe { UnixStream::from_raw_fd(fd) }
 }
 
-/// Sends `bytes` on the socket `sock` with `fd` attached as `SCM_RIGHTS` ancillary data,
-/// without blocking. Returns how many bytes went out (the descriptor travels with the
-/// first byte); `WouldBlock` if the socket buffer is full.
-pub fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<usize> {
+/// Most descriptors sent with one `sendmsg`, and received with one `recvmsg`.
+pub const MAX_FDS_PER_MSG: usize = 32;
+
+/// Sends `bytes` on the socket `sock` with `fds` (at most [`MAX_FDS_PER_MSG`]) attached as
+/// `SCM_RIGHTS` ancillary data, without blocking. Returns how many bytes went out (the
+/// descriptors travel with the first byte); `WouldBlock` if the socket buffer is full.
+pub fn send_with_fds(sock: RawFd, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<usize> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    debug_assert!(fds.len() <= MAX_FDS_PER_MSG);
     let iov = [std::io::IoSlice::new(bytes)];
-    let fds = [fd];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
     sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL, None)
         .map_err(std::io::Error::from)
 }
@@ -28,7 +31,7 @@ pub fn send_with_fd(sock: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<usi
 pub fn recv_with_fds(sock: RawFd, buf: &mut [u8]) -> std::io::Result<(usize, Vec<std::os::fd::OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut iov = [std::io::IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MSG]);
     let msg = loop {
         match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
             Err(nix::errno::Errno::EINTR) => continue,

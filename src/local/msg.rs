@@ -191,6 +191,9 @@ pub enum LocalMessage {
         objects: Vec<ObjectSpec>,
         /// Size of the segment mapping.
         mmap_size: u64,
+        /// Why each missing object could not be fetched ("" when found or merely not here
+        /// yet); empty when there is nothing to say.
+        errors: Vec<String>,
     },
     /// Wait until `num_required` of the ids are ready or the timeout passes.
     Wait {

@@ -4,13 +4,14 @@
 
 use super::codec::{self, LocalMessage, ObjectSpec, StoreError};
 use super::conn::{Conn, Failure};
-use super::writer::{LocalOut, LocalWriter};
+use super::writer::{LocalOut, LocalWriter, PassFd};
 use crate::ids::{ObjectId, ShardId};
 use crate::logic::transfer::pull::PullPriority;
 use crate::metrics::ErrorKind;
 use crate::services::objects::msg::{ObjRep, ObjReq, OpResult, StoreOp};
 use crate::shard::msg::{Rep, Req};
 use crate::shard::route::owner_of_object;
+use crate::store::segments::{ARENA_SEGMENT, STAGING_SEGMENT};
 use futures_lite::AsyncWrite;
 use std::collections::BTreeMap;
 
@@ -35,12 +36,42 @@ impl Conn {
         crate::services::objects::local_store(&self.shard).map(|s| s.arena.len()).unwrap_or(0)
     }
 
-    async fn reply<W: AsyncWrite + Unpin>(&mut self, tx: &mut LocalWriter<W>, m: LocalMessage, names_segment: bool) {
+    /// Of the segments a reply names, those whose descriptor must go with it (usually none:
+    /// then nothing is allocated).
+    fn needing_fds(&self, named: impl Iterator<Item = u32>) -> Vec<u32> {
+        named.filter(|&s| s > STAGING_SEGMENT || !self.fds_sent[s as usize]).collect()
+    }
+
+    /// Sends `m`, with the descriptors of the segments it names that the client needs, in
+    /// ascending segment order: the store's and the staging segment's once per connection,
+    /// a fallback segment's every time (the client unmaps one when its last view goes).
+    /// The client works out the same list from the reply (`client::channel`).
+    async fn reply<W: AsyncWrite + Unpin>(&mut self, tx: &mut LocalWriter<W>, m: LocalMessage, segments: &[u32]) {
         let mut out = LocalOut::frame(codec::encode(&m));
-        if names_segment && !self.fd_sent {
+        if !segments.is_empty() {
             if let Some(store) = crate::services::objects::local_store(&self.shard) {
-                out.pass_fd = Some(store.arena.fd());
-                self.fd_sent = true;
+                let mut segs = segments.to_vec();
+                segs.sort_unstable();
+                segs.dedup();
+                for seg in segs {
+                    let fd = match seg {
+                        ARENA_SEGMENT if self.fds_sent[0] => continue,
+                        STAGING_SEGMENT if self.fds_sent[1] => continue,
+                        ARENA_SEGMENT => Some(PassFd::Kept(store.arena.fd())),
+                        STAGING_SEGMENT => store.arena.staging_fd().map(PassFd::Kept),
+                        k => store.arena.fallback.client_fd(k).map(PassFd::Owned),
+                    };
+                    let Some(fd) = fd else {
+                        // The object holds its segment while the client references it, so
+                        // this is a bug; the client will find the segment missing.
+                        tracing::error!(seg, "reply names a segment that does not exist");
+                        continue;
+                    };
+                    if seg <= STAGING_SEGMENT {
+                        self.fds_sent[seg as usize] = true;
+                    }
+                    out.pass_fds.push(fd);
+                }
             }
         }
         tx.send(out).await;
@@ -58,13 +89,13 @@ impl Conn {
                 let op = StoreOp::Create { id, data_size, metadata_size, primary, inline };
                 let r = self.run(self.owner(&id), op).await?;
                 let OpResult::Created(r) = r else { return Err(unexpected(r)) };
-                let ok = r.is_ok();
+                let segments = self.needing_fds(r.iter().map(|s| s.segment));
                 let (error, message, spec) = match r {
                     Ok(spec) => (StoreError::Ok, String::new(), spec),
                     Err((e, msg)) => (e, msg, ObjectSpec { id, ..Default::default() }),
                 };
                 let mmap_size = self.mmap_size();
-                self.reply(tx, LocalMessage::CreateReply { error, message, spec, mmap_size }, ok).await;
+                self.reply(tx, LocalMessage::CreateReply { error, message, spec, mmap_size }, &segments).await;
             }
             LocalMessage::Seal { id } | LocalMessage::Abort { id } => {
                 let seal = matches!(m, LocalMessage::Seal { .. });
@@ -77,7 +108,7 @@ impl Conn {
                 } else {
                     LocalMessage::AbortReply { error, message }
                 };
-                self.reply(tx, reply, false).await;
+                self.reply(tx, reply, &[]).await;
             }
             LocalMessage::Release { ids } => {
                 for (owner, ids) in self.by_owner(&ids) {
@@ -98,22 +129,22 @@ impl Conn {
                 } else {
                     crate::services::objects::free::free_on_peers(&self.shard, &ids).await
                 };
-                self.reply(tx, LocalMessage::DeleteReply { errors, peer_failures }, false).await;
+                self.reply(tx, LocalMessage::DeleteReply { errors, peer_failures }, &[]).await;
             }
             LocalMessage::Contains { id } => {
                 let r = self.run(self.owner(&id), StoreOp::Contains(id)).await?;
                 let OpResult::Contains(has_object) = r else { return Err(unexpected(r)) };
-                self.reply(tx, LocalMessage::ContainsReply { has_object }, false).await;
+                self.reply(tx, LocalMessage::ContainsReply { has_object }, &[]).await;
             }
             LocalMessage::Get { ids, timeout_ms } => {
-                let objects = self.get(&ids, timeout_ms).await?;
-                let any = objects.iter().any(|o| o.found);
+                let (objects, errors) = self.get(&ids, timeout_ms).await?;
+                let segments = self.needing_fds(objects.iter().filter(|o| o.found).map(|o| o.segment));
                 let mmap_size = self.mmap_size();
-                self.reply(tx, LocalMessage::GetReply { objects, mmap_size }, any).await;
+                self.reply(tx, LocalMessage::GetReply { objects, mmap_size, errors }, &segments).await;
             }
             LocalMessage::Wait { ids, num_required, timeout_ms } => {
                 let (ready, remaining) = self.wait(&ids, num_required, timeout_ms).await?;
-                self.reply(tx, LocalMessage::WaitReply { ready, remaining }, false).await;
+                self.reply(tx, LocalMessage::WaitReply { ready, remaining }, &[]).await;
             }
             _ => return Err((ErrorKind::LocalBadFrame, "not a store request".into())),
         }
@@ -128,7 +159,7 @@ impl Conn {
         m
     }
 
-    async fn get(&mut self, ids: &[ObjectId], timeout_ms: i64) -> Result<Vec<ObjectSpec>, Failure> {
+    async fn get(&mut self, ids: &[ObjectId], timeout_ms: i64) -> Result<(Vec<ObjectSpec>, Vec<String>), Failure> {
         let groups = self.by_owner(ids);
         for owner in groups.keys() {
             self.touch(*owner);
@@ -155,14 +186,21 @@ impl Conn {
             }
         };
         let mut out = vec![ObjectSpec::default(); ids.len()];
+        let mut errors = Vec::new();
         for ((_, part), r) in groups.iter().zip(results) {
             let r = r?;
-            let OpResult::Got(specs) = r else { return Err((ErrorKind::LocalIo, format!("unexpected {r:?}"))) };
+            let OpResult::Got(specs, why) = r else { return Err((ErrorKind::LocalIo, format!("unexpected {r:?}"))) };
             for ((i, _), s) in part.iter().zip(specs) {
                 out[*i] = s;
             }
+            if !why.is_empty() {
+                errors.resize(ids.len(), String::new());
+                for ((i, _), e) in part.iter().zip(why) {
+                    errors[*i] = e;
+                }
+            }
         }
-        Ok(out)
+        Ok((out, errors))
     }
 
     async fn wait(

@@ -1,8 +1,11 @@
-//! The writer of one local connection. A frame that names a segment the client has not
-//! seen yet carries the segment's descriptor (`SCM_RIGHTS` on a one-off `sendmsg`, since
-//! io_uring cannot pass descriptors on Unix sockets).
+//! The writer of one local connection. A frame that names segments the client needs the
+//! descriptors of carries them (`SCM_RIGHTS` on one-off `sendmsg`s, since io_uring cannot
+//! pass descriptors on Unix sockets): up to [`MAX_FDS_PER_MSG`] with each of the frame's
+//! first bytes, in the order the frame lists them.
 
+use super::fdpass::MAX_FDS_PER_MSG;
 use futures_lite::{AsyncWrite, AsyncWriteExt};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::io::RawFd;
 use std::time::Duration;
 
@@ -11,14 +14,33 @@ use std::time::Duration;
 pub struct LocalOut {
     /// The whole frame.
     pub bytes: Vec<u8>,
-    /// A descriptor to pass with it.
-    pub pass_fd: Option<RawFd>,
+    /// Descriptors to pass with it, in order.
+    pub pass_fds: Vec<PassFd>,
+}
+
+/// A descriptor to pass: one the raylet keeps open (the store's), or a duplicate closed
+/// once sent (a fallback segment's, which may go while the frame waits).
+#[derive(Debug)]
+pub enum PassFd {
+    /// Open for the raylet's lifetime.
+    Kept(RawFd),
+    /// Ours to close.
+    Owned(OwnedFd),
+}
+
+impl PassFd {
+    fn raw(&self) -> RawFd {
+        match self {
+            Self::Kept(fd) => *fd,
+            Self::Owned(fd) => fd.as_raw_fd(),
+        }
+    }
 }
 
 impl LocalOut {
     /// A plain frame.
     pub fn frame(bytes: Vec<u8>) -> Self {
-        Self { bytes, pass_fd: None }
+        Self { bytes, pass_fds: Vec::new() }
     }
 }
 
@@ -57,14 +79,22 @@ impl<W: AsyncWrite + Unpin> LocalWriter<W> {
 
 async fn write_one<W: AsyncWrite + Unpin>(w: &mut W, sock: RawFd, f: &LocalOut) -> std::io::Result<()> {
     let mut sent = 0;
-    if let Some(fd) = f.pass_fd {
+    let fds: Vec<RawFd> = f.pass_fds.iter().map(PassFd::raw).collect();
+    let groups: Vec<&[RawFd]> = fds.chunks(MAX_FDS_PER_MSG).collect();
+    if groups.len() > f.bytes.len() {
+        return Err(std::io::Error::other(format!("{} descriptors cannot ride one frame", fds.len())));
+    }
+    let last = groups.len().saturating_sub(1);
+    for (i, group) in groups.into_iter().enumerate() {
         // Everything queued before this frame is already written (one writer), so the
-        // descriptor lands on this frame's first byte.
+        // descriptors land on this frame's first bytes: group i on byte i, and the last
+        // group with the rest of the frame.
+        let upto = if i == last { f.bytes.len() } else { i + 1 };
         let mut backoff = Duration::from_micros(20);
         loop {
-            match super::fdpass::send_with_fd(sock, &f.bytes, fd) {
+            match super::fdpass::send_with_fds(sock, &f.bytes[sent..upto], group) {
                 Ok(n) => {
-                    sent = n;
+                    sent += n;
                     break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

@@ -373,10 +373,19 @@ async fn start_node(shard: &Rc<Shard>) -> Result<usize, (usize, String)> {
 }
 
 /// Creates the store's shared memory and prefaults it on every CPU's blocking thread so
-/// no put ever pays a first touch; the cost is logged here, at start-up.
+/// no put ever pays a first touch; the cost is logged here, at start-up. The fallback
+/// directory is created too, and the fallback range of address space reserved.
 async fn create_arena(shard: &Rc<Shard>) -> Result<Arc<Arena>, String> {
     let cfg = &shard.cfg;
-    let arena = Arc::new(Arena::create(&cfg.plasma_directory, cfg.object_store_memory).map_err(|e| e.to_string())?);
+    let fallback_directory = cfg.fallback_dir();
+    let fallback_limit = prepare_fallback(&fallback_directory, cfg.fallback_allocation_limit)?;
+    let opts = crate::store::arena::ArenaOptions {
+        len: cfg.object_store_memory,
+        plasma_directory: cfg.plasma_directory.clone(),
+        fallback_limit,
+        fallback_directory,
+    };
+    let arena = Arc::new(Arena::create(&opts).map_err(|e| e.to_string())?);
     let started = Instant::now();
     let parts = crate::config::available_cpus().max(1) as u64;
     let step = arena.len().div_ceil(parts).div_ceil(2 << 20) * (2 << 20);
@@ -406,12 +415,35 @@ async fn create_arena(shard: &Rc<Shard>) -> Result<Arc<Arena>, String> {
     let took = started.elapsed();
     let gbps = arena.len() as f64 / took.as_secs_f64().max(1e-9) / 1e9;
     tracing::info!(
-        "object store: {} bytes of shared memory in {}, prefaulted in {took:?} ({gbps:.2} GB/s, {:.2} us per 4 KiB page)",
+        "object store: {} bytes of shared memory in {}, prefaulted in {took:?} ({gbps:.2} GB/s, {:.2} us per 4 KiB page); \
+         fallback segments up to {} bytes in {}",
         arena.len(),
-        cfg.plasma_directory.display(),
-        took.as_secs_f64() * 1e6 / (arena.len() as f64 / 4096.0).max(1.0)
+        cfg.plasma_directory.as_ref().map_or("a sealed memfd".to_string(), |d| d.display().to_string()),
+        took.as_secs_f64() * 1e6 / (arena.len() as f64 / 4096.0).max(1.0),
+        arena.fallback_limit(),
+        arena.fallback.dir.display(),
     );
     Ok(arena)
+}
+
+/// Creates the fallback directory (0700) unless fallback is off, and returns the limit:
+/// `limit`, or by default the size of the directory's filesystem, as nothing larger could
+/// ever be written there.
+fn prepare_fallback(dir: &std::path::Path, limit: Option<u64>) -> Result<u64, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if limit == Some(0) {
+        return Ok(0);
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("fallback directory {}: {e}", dir.display()))?;
+    if let Some(limit) = limit {
+        return Ok(limit);
+    }
+    let st = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("fallback directory {}: {e}", dir.display()))?;
+    Ok(st.blocks() as u64 * st.fragment_size() as u64)
 }
 
 /// Stops shards `started..=1` in reverse order, then this shard's own tasks.

@@ -17,6 +17,7 @@
 
 pub mod flood;
 pub mod netns;
+pub mod segments;
 pub mod spill;
 
 use serde_json::Value;

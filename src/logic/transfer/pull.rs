@@ -13,6 +13,7 @@
 //!   [`PullQueue::handle_budget`], [`PullQueue::handle_locations`] (object directory),
 //!   [`PullQueue::handle_node_dead`], [`PullQueue::handle_object_local`],
 //!   [`PullQueue::handle_transfer_failed`], [`PullQueue::handle_allocation_failed`],
+//!   [`PullQueue::handle_allocation_impossible`],
 //!   [`PullQueue::handle_timeout`], and on the chunk path [`PullQueue::handle_chunk_header`]
 //!   then [`PullQueue::handle_chunk`].
 //! * After every input, drain [`PullQueue::poll_action`] until `None` and perform the actions
@@ -70,6 +71,7 @@
 //!   [AbortBuffer] ─────────▶  Idle ──active ∧ size known──▶ Fetching
 //!        ▲                                [AllocateBuffer, SendPull if a copy is known]
 //!        └───────────────── Fetching ──allocation failed──▶ AllocBackoff
+//!                           Fetching ──allocation impossible──▶ Failed [Failed{NoRoom}]
 //!                           Fetching ◀──retry timer──────── AllocBackoff
 //!   Fetching ──last chunk accepted──▶ Local [Seal]
 //!   Idle/Fetching/AllocBackoff ──object local──▶ Local [AbortBuffer if Fetching]
@@ -133,6 +135,9 @@ impl Default for PullConfig {
 pub enum PullFailure {
     /// No copy was known anywhere for this long (Ray `OBJECT_FETCH_TIMED_OUT`).
     NoLocation(Duration),
+    /// The object can never get a buffer here (larger than the store, and its fallback
+    /// allocation failed): the store's reason.
+    NoRoom(String),
     /// The directory reported a size that cannot be laid out in chunks.
     InvalidSize {
         /// The reported size.
@@ -543,6 +548,21 @@ impl PullQueue {
         e.retries = e.retries.saturating_add(1);
         e.retry_at = after(now, backoff(&self.config, e.retries));
         sync_timer(&mut self.timers, id, e);
+    }
+
+    /// The `AllocateBuffer` for `id` failed and retrying cannot help (the object is larger
+    /// than the store and the fallback could not take it): the pull fails now with `why`.
+    pub fn handle_allocation_impossible(&mut self, now: Instant, id: ObjectId, why: String) {
+        let Some(e) = self.objects.get_mut(&id) else {
+            return;
+        };
+        if !e.fetching() {
+            return;
+        }
+        // No buffer exists, so nothing to abort.
+        e.phase = Phase::Idle;
+        self.fail(id, PullFailure::NoRoom(why));
+        self.settle(now);
     }
 
     /// Fires every timer due at `now`: fetch timeouts and retries.

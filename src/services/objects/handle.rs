@@ -16,6 +16,7 @@ pub async fn handle(shard: Rc<Shard>, req: ObjReq) -> Option<Rep> {
             return None;
         }
         ObjReq::AllocRange(len) => ObjRep::Range(store.memory.global_alloc_local(&shard, len)),
+        ObjReq::AllocFallback(len) => ObjRep::Range(store.memory.fallback_alloc_local(len)),
         ObjReq::FreeRange(offset) => {
             store.memory.global_free_local(offset);
             return None;

@@ -10,6 +10,14 @@
 //! if that is what left no room. The requesting shard drives all of it, so shard 0 never awaits a
 //! call while serving one (the DAG rule of `lib.rs`). Pinned primaries also spill in the
 //! background once shard 0's arena is fuller than `object_spilling_threshold` (0.8).
+//!
+//! **Fallback** (Ray's fallback allocation): an object larger than the whole store, or one
+//! that still finds no room when the full-store wait ends, gets a fallback segment of its
+//! own, a disk-backed file in the fallback directory mapped above the store
+//! (`store::arena`). Shard 0 owns the allocator of that address range, whose size is the
+//! fallback limit, so the limit holds across shards. Only when the limit or the disk cannot
+//! take the object does the create fail, with `ObjectStoreFull` and a message saying why and
+//! how big.
 
 use super::msg::{ObjRep, ObjReq};
 use super::store::ShardStore;
@@ -20,9 +28,11 @@ use crate::logic::objects::Placement;
 use crate::shard::msg::{Rep, Req};
 use crate::shard::Shard;
 use crate::store::alloc::OffsetAllocator;
+use crate::store::arena::{Arena, FALLBACK_ALIGN};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Alignment of every allocation.
@@ -43,6 +53,10 @@ pub struct Memory {
     slabs: RefCell<Vec<(u64, u64)>>,
     large: RefCell<HashMap<u64, u64>>,
     global: Option<RefCell<OffsetAllocator>>,
+    /// The store and its fallback segments.
+    arena: Arc<Arena>,
+    /// Shard 0: the fallback range of the arena's address space.
+    fallback: Option<RefCell<OffsetAllocator>>,
     spilling: Cell<bool>,
     /// Fraction of capacity above which pinned primaries start spilling.
     spill_threshold: Cell<f64>,
@@ -55,9 +69,9 @@ fn empty_allocator() -> OffsetAllocator {
 }
 
 impl Memory {
-    /// Allocators for a store of `capacity` bytes.
-    pub fn new(shard: &Shard, capacity: u64) -> Self {
-        let capacity = capacity / ALIGN * ALIGN;
+    /// Allocators for the store in `arena` and its fallback range.
+    pub fn new(shard: &Shard, arena: Arc<Arena>) -> Self {
+        let capacity = arena.len() / ALIGN * ALIGN;
         // A slab is 1/64 of the store (1/8 of a shard's share if smaller), 64 KiB to 16 MiB;
         // objects under a quarter slab (up to 4 MiB in a store of 1 GiB or more on two
         // shards) are placed without leaving the shard. A larger object costs a round trip
@@ -67,6 +81,13 @@ impl Memory {
         let slab_size = (capacity / 64).min(per_shard).clamp(64 << 10, 16 << 20) / ALIGN * ALIGN;
         let global = (shard.id == ShardId::NODE)
             .then(|| RefCell::new(OffsetAllocator::new(0, capacity, ALIGN).expect("arena capacity is aligned")));
+        let fallback = (shard.id == ShardId::NODE).then(|| {
+            let limit = arena.fallback_limit() / FALLBACK_ALIGN * FALLBACK_ALIGN;
+            RefCell::new(
+                OffsetAllocator::new(arena.fallback_base(), limit, FALLBACK_ALIGN)
+                    .expect("the fallback range is aligned to pages"),
+            )
+        });
         Self {
             me: shard.id,
             n: shard.n,
@@ -77,6 +98,8 @@ impl Memory {
             slabs: RefCell::new(Vec::new()),
             large: RefCell::new(HashMap::new()),
             global,
+            arena,
+            fallback,
             spilling: Cell::new(false),
             spill_threshold: Cell::new(ObjectPlaneConfig::default().spilling_threshold),
             full_timeout: Cell::new(ObjectPlaneConfig::default().full_timeout),
@@ -110,8 +133,32 @@ impl Memory {
         Some((a.offset, a.len))
     }
 
-    /// Shard 0: free an arena range.
+    /// Store capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Bytes of fallback segments in use across the node (shard 0 only).
+    pub fn fallback_used(&self) -> Option<u64> {
+        self.fallback.as_ref().map(|f| f.borrow().used_bytes())
+    }
+
+    /// Shard 0: allocate address space for a fallback segment.
+    pub fn fallback_alloc_local(&self, len: u64) -> Option<(u64, u64)> {
+        let a = self.fallback.as_ref()?.borrow_mut().alloc(len)?;
+        Some((a.offset, a.len))
+    }
+
+    /// Shard 0: free an arena range or a fallback segment's address space.
     pub fn global_free_local(&self, offset: u64) {
+        if offset >= self.arena.fallback_base() {
+            if let Some(f) = &self.fallback {
+                if let Err(e) = f.borrow_mut().free(offset) {
+                    tracing::error!("fallback free of {offset}: {e}");
+                }
+            }
+            return;
+        }
         if let Some(g) = &self.global {
             if let Err(e) = g.borrow_mut().free(offset) {
                 tracing::error!("arena free of {offset}: {e}");
@@ -198,8 +245,19 @@ impl Memory {
         bytes
     }
 
-    /// Gives memory back; whole empty slabs beyond one spare return to the arena.
+    /// Gives memory back; whole empty slabs beyond one spare return to the arena. A
+    /// fallback segment is unmapped at once and its file closed on a blocking thread.
     pub fn free(&self, shard: &Rc<Shard>, offset: u64, _alloc_len: u64) {
+        if offset >= self.arena.fallback_base() {
+            match self.arena.remove_fallback(offset) {
+                Some(seg) => {
+                    glommio::spawn_local(glommio::executor().spawn_blocking(move || drop(seg))).detach();
+                }
+                None => tracing::error!("free of {offset}: no fallback segment there"),
+            }
+            self.global_free(shard, offset);
+            return;
+        }
         if self.large.borrow_mut().remove(&offset).is_some() {
             self.global_free(shard, offset);
             return;
@@ -236,6 +294,9 @@ impl Memory {
         store: &ShardStore,
         size: u64,
     ) -> Result<Placement, (StoreError, String)> {
+        if size > self.capacity {
+            return self.allocate_fallback(shard, size).await;
+        }
         let wait = self.full_timeout.get();
         let deadline = Instant::now() + wait;
         let mut delay = RETRY_MIN;
@@ -260,14 +321,70 @@ impl Memory {
                     Some(f) => format!("spilling to disk failed: {f}"),
                     None => "everything left is referenced, pinned or unspillable".to_string(),
                 };
-                return Err((
-                    StoreError::ObjectStoreFull,
-                    format!("no room for {size} bytes in the {} byte store after {:?}: {why}", self.capacity, wait),
-                ));
+                return self.allocate_fallback(shard, size).await.map_err(|(code, fallback)| {
+                    let full =
+                        format!("no room for {size} bytes in the {} byte store after {:?}: {why}", self.capacity, wait);
+                    (code, format!("{full}; {fallback}"))
+                });
             }
             glommio::timer::sleep(delay.min(deadline.saturating_duration_since(Instant::now()))).await;
             delay = (delay * 2).min(RETRY_MAX);
         }
+    }
+
+    /// Places `size` bytes in a new fallback segment (module doc).
+    pub async fn allocate_fallback(&self, shard: &Rc<Shard>, size: u64) -> Result<Placement, (StoreError, String)> {
+        let full = |why: String| Err((StoreError::ObjectStoreFull, why));
+        let limit = self.arena.fallback_limit() / FALLBACK_ALIGN * FALLBACK_ALIGN;
+        let len = size.max(1).div_ceil(FALLBACK_ALIGN) * FALLBACK_ALIGN;
+        if limit == 0 {
+            return full(format!(
+                "object of {size} bytes does not fit in the {} byte store and fallback allocation is off \
+                 (--fallback-allocation-limit 0)",
+                self.capacity
+            ));
+        }
+        if len > limit {
+            return full(format!(
+                "object of {size} bytes is larger than the store ({} bytes) and the fallback limit ({limit} bytes, \
+                 --fallback-allocation-limit)",
+                self.capacity
+            ));
+        }
+        let range = if self.me == ShardId::NODE {
+            self.fallback_alloc_local(len)
+        } else {
+            match shard.mesh.call(ShardId::NODE, Req::Obj(ObjReq::AllocFallback(len))).await {
+                Ok(Rep::Obj(ObjRep::Range(r))) => r,
+                _ => None,
+            }
+        };
+        let Some((offset, len)) = range else {
+            return full(format!(
+                "object of {size} bytes does not fit in the {} byte store, and other fallback segments hold too much \
+                 of the {limit} byte fallback limit to take it",
+                self.capacity
+            ));
+        };
+        let dir = self.arena.fallback.dir.clone();
+        let file = glommio::executor()
+            .spawn_blocking(move || crate::store::segments::unlinked_file(&dir, "raylet-fallback", len, true))
+            .await;
+        let mapped = file.map_err(|e| e.to_string()).and_then(|(rw, ro)| {
+            let ro = ro.expect("asked for a read-only copy");
+            self.arena.add_fallback(offset, len, rw, ro).map_err(|e| e.to_string())
+        });
+        if let Err(e) = mapped {
+            self.global_free(shard, offset);
+            let dir = self.arena.fallback.dir.display();
+            let free = crate::store::segments::free_bytes(&self.arena.fallback.dir).unwrap_or(0);
+            return full(format!(
+                "object of {size} bytes does not fit in the {} byte store, and the fallback directory {dir} \
+                 ({free} bytes free) cannot take it: {e}",
+                self.capacity
+            ));
+        }
+        Ok(Placement { offset, alloc_len: len })
     }
 
     async fn evict_others(&self, shard: &Rc<Shard>, bytes: u64) -> u64 {

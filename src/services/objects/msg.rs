@@ -73,7 +73,9 @@ pub enum ObjReq {
     ClientGone(ClientId),
     /// Shard 0: allocate `len` bytes of the arena.
     AllocRange(u64),
-    /// Shard 0: give back a range allocated with `AllocRange` (one-way).
+    /// Shard 0: allocate `len` bytes of the fallback range (a new fallback segment).
+    AllocFallback(u64),
+    /// Shard 0: give back a range allocated with `AllocRange` or `AllocFallback` (one-way).
     FreeRange(u64),
     /// Evict up to this many bytes of unreferenced secondary copies; replies `Freed`.
     Evict(u64),
@@ -186,7 +188,7 @@ pub enum OpResult {
     /// Contains.
     Contains(bool),
     /// Get: one spec per id.
-    Got(Vec<ObjectSpec>),
+    Got(Vec<ObjectSpec>, Vec<String>),
     /// Wait: (ready, remaining).
     Waited(Vec<ObjectId>, Vec<ObjectId>),
 }

@@ -16,6 +16,8 @@ pub struct ShardStoreStats {
     pub primary_bytes: u64,
     /// Arena bytes this shard holds (slabs and large objects).
     pub held_bytes: u64,
+    /// Bytes of fallback segments on the node (shard 0 reports them, the others 0).
+    pub fallback_bytes: u64,
     /// Cumulative counters.
     pub counters: StoreCounters,
     /// Whether pulls wait for admission.
@@ -54,6 +56,7 @@ pub fn shard_store_stats(store: &ShardStore) -> ShardStoreStats {
         bytes_used: s.bytes_used,
         primary_bytes: s.primary_bytes,
         held_bytes: store.memory.held_bytes(),
+        fallback_bytes: store.memory.fallback_used().unwrap_or(0),
         counters: *store.counters.borrow(),
         pulls_queued: store.transfer.pulls_queued(),
         objects,
@@ -73,6 +76,7 @@ pub fn merge(parts: &[ShardStoreStats], capacity: u64) -> ObjectStoreStats {
         s.restored_objects_total += c.restored_objects as i64;
         s.object_store_bytes_used += p.bytes_used as i64;
         s.object_store_bytes_primary_copy += p.primary_bytes as i64;
+        s.object_store_bytes_fallback += p.fallback_bytes as i64;
         s.num_local_objects += p.num_objects as i64;
         s.consumed_bytes += c.consumed_bytes as i64;
         s.object_pulls_queued |= p.pulls_queued;

@@ -73,6 +73,11 @@ pub struct ShardStore {
     lost_primaries: RefCell<std::collections::HashSet<ObjectId>>,
     /// Gets and waits in progress by client, and the clients gone lately.
     pending: RefCell<super::pending::Pending>,
+    /// Objects their creator writes in a staging segment (`store::arena`), copied at seal.
+    staged: RefCell<std::collections::HashSet<ObjectId>>,
+    /// Staged objects being copied at seal, and their memory if it was freed meanwhile
+    /// (freed once the copy is over, never under it).
+    copying: RefCell<HashMap<ObjectId, Option<(u64, u64)>>>,
 }
 
 impl std::fmt::Debug for ShardStore {
@@ -98,7 +103,7 @@ impl ShardStore {
     pub fn new(shard: &Shard, arena: Arc<Arena>) -> Rc<Self> {
         Rc::new(Self {
             me: shard.id,
-            memory: Memory::new(shard, arena.len()),
+            memory: Memory::new(shard, arena.clone()),
             arena,
             table: RefCell::new(ObjectTable::new()),
             waits: RefCell::new(WaitTable::new()),
@@ -113,6 +118,8 @@ impl ShardStore {
             primary_on_seal: RefCell::new(std::collections::HashSet::new()),
             lost_primaries: RefCell::new(std::collections::HashSet::new()),
             pending: RefCell::new(super::pending::Pending::default()),
+            staged: RefCell::new(std::collections::HashSet::new()),
+            copying: RefCell::new(HashMap::new()),
         })
     }
 
@@ -122,7 +129,16 @@ impl ShardStore {
             let action = self.table.borrow_mut().poll_action();
             let Some(action) = action else { break };
             match action {
-                ObjectAction::Free { offset, alloc_len, .. } => self.memory.free(shard, offset, alloc_len),
+                ObjectAction::Free { id, offset, alloc_len } => {
+                    if let Some(slot) = self.copying.borrow_mut().get_mut(&id) {
+                        *slot = Some((offset, alloc_len));
+                        continue;
+                    }
+                    if self.staged.borrow_mut().remove(&id) && offset < self.arena.fallback_base() {
+                        self.arena.release_staging(offset, alloc_len);
+                    }
+                    self.memory.free(shard, offset, alloc_len)
+                }
                 ObjectAction::Sealed { id } => {
                     if self.lost_primaries.borrow_mut().remove(&id) {
                         let pinned = self.table.borrow_mut().pin(&id);
@@ -166,6 +182,9 @@ impl ShardStore {
             O::Create { id, data_size, metadata_size, primary, inline: Some(bytes) } => OpResult::Created(
                 self.create_sealed(shard, client, id, data_size, metadata_size, primary, &bytes).await,
             ),
+            O::Seal(id) if self.staged.borrow().contains(&id) => {
+                OpResult::Done(self.seal_staged(shard, client, id).await)
+            }
             O::Seal(id) => OpResult::Done(self.seal(shard, client, id)),
             O::Abort(id) => OpResult::Done(self.abort(shard, client, id)),
             O::Release(ids) => {
@@ -174,7 +193,20 @@ impl ShardStore {
             }
             O::Delete(ids) => OpResult::Deleted(self.delete(shard, &ids)),
             O::Contains(id) => OpResult::Contains(self.table.borrow().contains(&id)),
-            O::Get(ids, timeout_ms) => OpResult::Got(self.get(shard, client, &ids, timeout_ms).await),
+            O::Get(ids, timeout_ms) => {
+                let specs = self.get(shard, client, &ids, timeout_ms).await;
+                // Why missing objects are missing, when their pull failed for a reason.
+                let failed = self.transfer.failed.borrow();
+                let errors = if specs.iter().any(|s| !s.found && failed.contains_key(&s.id)) {
+                    specs
+                        .iter()
+                        .map(|s| if s.found { String::new() } else { failed.get(&s.id).cloned().unwrap_or_default() })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                OpResult::Got(specs, errors)
+            }
             O::Wait { ids, n, timeout_ms, call, priority } => {
                 let (ready, remaining) = self.wait(shard, &ids, n, timeout_ms, priority, Some((client, call))).await;
                 OpResult::Waited(ready, remaining)
@@ -200,7 +232,8 @@ impl ShardStore {
         }
     }
 
-    /// Creates an object and returns where to write it.
+    /// Creates an object and returns where its creator writes it: in place, or in a staging
+    /// segment when the store or its fallback segment is one clients may only read.
     pub async fn create(
         &self,
         shard: &Rc<Shard>,
@@ -210,11 +243,54 @@ impl ShardStore {
         metadata_size: u64,
         primary: bool,
     ) -> Result<ObjectSpec, (StoreError, String)> {
+        let (offset, spec) = self.create_object(shard, client, id, data_size, metadata_size, primary).await?;
+        if offset >= self.arena.fallback_base() {
+            let dir = self.arena.fallback.dir.clone();
+            let len = data_size + metadata_size;
+            let file = glommio::executor()
+                .spawn_blocking(move || crate::store::segments::unlinked_file(&dir, "raylet-staging", len, false))
+                .await;
+            let attached = file.map_err(|e| e.to_string()).and_then(|(f, _)| {
+                self.arena.fallback.attach_staging(offset, f).ok_or_else(|| "its segment is gone".to_string())
+            });
+            if let Err(e) = attached {
+                let _ = self.abort(shard, client, id);
+                return Err((
+                    StoreError::ObjectStoreFull,
+                    format!(
+                        "object {id} of {len} bytes: no staging file in {}: {e}",
+                        self.arena.fallback.dir.display()
+                    ),
+                ));
+            }
+        } else if !self.arena.stages_creates() {
+            return Ok(spec);
+        }
+        self.staged.borrow_mut().insert(id);
+        Ok(self.to_spec(id, true, offset, data_size, metadata_size, true))
+    }
+
+    /// Allocates and registers a new unsealed object; returns its arena offset and where a
+    /// reader finds it.
+    async fn create_object(
+        &self,
+        shard: &Rc<Shard>,
+        client: ClientId,
+        id: ObjectId,
+        data_size: u64,
+        metadata_size: u64,
+        primary: bool,
+    ) -> Result<(u64, ObjectSpec), (StoreError, String)> {
         let size = data_size.checked_add(metadata_size).ok_or((StoreError::InvalidRequest, "size overflows".into()))?;
-        if size > self.arena.len() {
+        let limit = self.arena.fallback_limit();
+        if size > self.arena.len().saturating_add(limit) {
             return Err((
                 StoreError::ObjectStoreFull,
-                format!("object of {size} bytes exceeds the store capacity of {} bytes", self.arena.len()),
+                format!(
+                    "object of {size} bytes exceeds the store capacity of {} bytes plus the fallback limit of {limit} \
+                     bytes (--object-store-memory, --fallback-allocation-limit)",
+                    self.arena.len()
+                ),
             ));
         }
         if self.table.borrow().entry(&id).is_some() {
@@ -240,7 +316,7 @@ impl ShardStore {
             c.created_bytes += size;
         }
         self.drain(shard);
-        Ok(self.to_spec(id, true, spec.offset, data_size, metadata_size))
+        Ok((spec.offset, self.to_spec(id, true, spec.offset, data_size, metadata_size, false)))
     }
 
     /// Creates, fills, seals and releases a small object in one step (an inline put).
@@ -261,19 +337,91 @@ impl ShardStore {
                 format!("inline object holds {} bytes, sizes say {}+{}", bytes.len(), data_size, metadata_size),
             ));
         }
-        let spec = self.create(shard, client, id, data_size, metadata_size, primary).await?;
-        let dst = self
-            .arena
-            .bytes_mut(spec.offset, bytes.len() as u64)
-            .map_err(|e| (StoreError::Unexpected, e.to_string()))?;
+        let (offset, spec) = self.create_object(shard, client, id, data_size, metadata_size, primary).await?;
+        let dst =
+            self.arena.bytes_mut(offset, bytes.len() as u64).map_err(|e| (StoreError::Unexpected, e.to_string()))?;
         dst.copy_from_slice(bytes);
         self.seal(shard, client, id)?;
         self.release(shard, client, &[id]);
         Ok(spec)
     }
 
-    fn to_spec(&self, id: ObjectId, found: bool, offset: u64, data_size: u64, metadata_size: u64) -> ObjectSpec {
-        ObjectSpec { id, found, segment: 0, offset, data_size, metadata_size }
+    /// Where a client finds the object at arena offset `offset`: the store (segment 0), the
+    /// staging segment while its creator writes it (`staged`), or a fallback segment.
+    fn to_spec(
+        &self,
+        id: ObjectId,
+        found: bool,
+        offset: u64,
+        data_size: u64,
+        metadata_size: u64,
+        staged: bool,
+    ) -> ObjectSpec {
+        use crate::store::segments::{ARENA_SEGMENT, STAGING_SEGMENT};
+        let (segment, offset) = if offset < self.arena.fallback_base() {
+            (if staged { STAGING_SEGMENT } else { ARENA_SEGMENT }, offset)
+        } else {
+            match self.arena.fallback.locate(offset, staged) {
+                Some(l) => (l.segment, l.offset),
+                None => {
+                    tracing::error!(%id, offset, "object names no fallback segment");
+                    return ObjectSpec { id, ..Default::default() };
+                }
+            }
+        };
+        ObjectSpec { id, found, segment, offset, data_size, metadata_size }
+    }
+
+    /// Seals an object its creator wrote in a staging segment: copies it into its place
+    /// (a kernel copy on a blocking thread), then seals. A staging file its writer shrank
+    /// fails the seal and aborts the object.
+    async fn seal_staged(&self, shard: &Rc<Shard>, client: ClientId, id: ObjectId) -> Result<(), (StoreError, String)> {
+        let entry = self.table.borrow().entry(&id).map(|e| (e.creator, e.state, e.placement, e.size()));
+        let Some((creator, ObjectState::Created, Some(p), size)) = entry else {
+            return self.seal(shard, client, id);
+        };
+        if creator != client {
+            return self.seal(shard, client, id);
+        }
+        self.staged.borrow_mut().remove(&id);
+        let fallback = p.offset >= self.arena.fallback_base();
+        let src = if fallback {
+            self.arena.fallback.take_staging(p.offset)
+        } else {
+            self.arena.staging_file().and_then(|f| f.try_clone().ok())
+        };
+        let Some(src) = src else {
+            let _ = self.abort(shard, client, id);
+            return Err((StoreError::Unexpected, format!("object {id}: its staging buffer is gone; aborted")));
+        };
+        let src_offset = if fallback { 0 } else { p.offset };
+        self.copying.borrow_mut().insert(id, None);
+        let arena = self.arena.clone();
+        let copied = glommio::executor()
+            .spawn_blocking(move || {
+                let r = arena.copy_from_staging(p.offset, size, &src, src_offset);
+                if !fallback {
+                    arena.release_staging(p.offset, p.alloc_len);
+                }
+                r
+            })
+            .await;
+        if let Some((offset, alloc_len)) = self.copying.borrow_mut().remove(&id).flatten() {
+            // Aborted (its creator left) while the copy ran.
+            self.memory.free(shard, offset, alloc_len);
+            return Err((StoreError::ObjectNonexistent, format!("object {id} was aborted while being sealed")));
+        }
+        match copied {
+            Ok(n) if n == size => self.seal(shard, client, id),
+            other => {
+                let _ = self.abort(shard, client, id);
+                let why = match other {
+                    Ok(n) => format!("its staging buffer holds only {n} of its {size} bytes (truncated by its writer)"),
+                    Err(e) => e.to_string(),
+                };
+                Err((StoreError::Unexpected, format!("object {id} cannot be sealed: {why}; it was aborted")))
+            }
+        }
     }
 
     /// Seals an object its creator finished writing.
@@ -439,7 +587,7 @@ impl ShardStore {
             match t.get(id, client) {
                 Ok(s) => {
                     self.counters.borrow_mut().consumed_bytes += s.data_size + s.metadata_size;
-                    out.push(self.to_spec(*id, true, s.offset, s.data_size, s.metadata_size))
+                    out.push(self.to_spec(*id, true, s.offset, s.data_size, s.metadata_size, false))
                 }
                 Err(_) => out.push(ObjectSpec { id: *id, ..Default::default() }),
             }

@@ -246,6 +246,13 @@ async fn perform(shard: &Rc<Shard>, st: &Rc<ShardStore>, a: PullAction) {
                     }
                     r.is_ok()
                 }
+                Err((_, why)) if size > st.memory.capacity() => {
+                    // Larger than the store and the fallback could not take it: waiting
+                    // cannot help, so the pull fails now and says why.
+                    tracing::warn!(%id, "cannot receive: {why}");
+                    st.transfer.pull.borrow_mut().handle_allocation_impossible(now, id, why);
+                    true
+                }
                 Err((_, why)) => {
                     tracing::debug!(%id, "no room to receive: {why}");
                     false
@@ -297,7 +304,13 @@ async fn perform(shard: &Rc<Shard>, st: &Rc<ShardStore>, a: PullAction) {
         }
         PullAction::Failed { id, reason } => {
             tracing::warn!(%id, "pull failed: {reason:?}");
-            st.transfer.failed.borrow_mut().insert(id, format!("{reason:?}"));
+            use crate::logic::transfer::pull::PullFailure;
+            let reason = match reason {
+                PullFailure::NoRoom(why) => why,
+                PullFailure::NoLocation(d) => format!("no node had a copy to pull for {} ms", d.as_millis()),
+                other => format!("{other:?}"),
+            };
+            st.transfer.failed.borrow_mut().insert(id, reason);
             st.fetch_failed(shard, id);
         }
         PullAction::Completed { bundle_id } => {

@@ -148,14 +148,14 @@ async fn fetch_all(
             drop_pins(shard, client, groups.keys().copied()).await;
             return false;
         }
-        let pinned = got.iter().all(|r| matches!(r, Some(OpResult::Got(specs)) if specs.iter().all(|s| s.found)));
+        let pinned = got.iter().all(|r| matches!(r, Some(OpResult::Got(specs, _)) if specs.iter().all(|s| s.found)));
         if !pinned {
             // Something was evicted meanwhile: release what this get pinned (all of a group
             // whose shard did not answer) and fetch again, as the same client (a
             // ClientGone would end the client for good).
             let releases = groups.iter().zip(&got).map(|((owner, ids), r)| {
                 let ids = match r {
-                    Some(OpResult::Got(specs)) => specs.iter().filter(|s| s.found).map(|s| s.id).collect(),
+                    Some(OpResult::Got(specs, _)) => specs.iter().filter(|s| s.found).map(|s| s.id).collect(),
                     _ => ids.clone(),
                 };
                 op_on(shard, *owner, client, StoreOp::Release(ids))

@@ -3197,6 +3197,7 @@ pub mod raylet {
         impl<'a> GetReply<'a> {
             pub const VT_OBJECTS: ::flatbuffers::VOffsetT = 4;
             pub const VT_MMAP_SIZE: ::flatbuffers::VOffsetT = 6;
+            pub const VT_ERRORS: ::flatbuffers::VOffsetT = 8;
 
             #[inline]
             pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3209,6 +3210,9 @@ pub mod raylet {
             ) -> ::flatbuffers::WIPOffset<GetReply<'bldr>> {
                 let mut builder = GetReplyBuilder::new(_fbb);
                 builder.add_mmap_size(args.mmap_size);
+                if let Some(x) = args.errors {
+                    builder.add_errors(x);
+                }
                 if let Some(x) = args.objects {
                     builder.add_objects(x);
                 }
@@ -3234,6 +3238,17 @@ pub mod raylet {
                 // which contains a valid value in this slot
                 unsafe { self._tab.get::<u64>(GetReply::VT_MMAP_SIZE, Some(0)).unwrap() }
             }
+            #[inline]
+            pub fn errors(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>> {
+                // Safety:
+                // Created from valid Table for this object
+                // which contains a valid value in this slot
+                unsafe {
+                    self._tab.get::<::flatbuffers::ForwardsUOffset<
+                        ::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>,
+                    >>(GetReply::VT_ERRORS, None)
+                }
+            }
         }
 
         impl ::flatbuffers::Verifiable for GetReply<'_> {
@@ -3243,24 +3258,23 @@ pub mod raylet {
                 pos: usize,
             ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
                 v.visit_table(pos)?
-                    .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ObjectSpec>>>(
-                        "objects",
-                        Self::VT_OBJECTS,
-                        false,
-                    )?
-                    .visit_field::<u64>("mmap_size", Self::VT_MMAP_SIZE, false)?
-                    .finish();
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ObjectSpec>>>("objects", Self::VT_OBJECTS, false)?
+     .visit_field::<u64>("mmap_size", Self::VT_MMAP_SIZE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<&'_ str>>>>("errors", Self::VT_ERRORS, false)?
+     .finish();
                 Ok(())
             }
         }
         pub struct GetReplyArgs<'a> {
             pub objects: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ObjectSpec>>>,
             pub mmap_size: u64,
+            pub errors:
+                Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<&'a str>>>>,
         }
         impl<'a> Default for GetReplyArgs<'a> {
             #[inline]
             fn default() -> Self {
-                GetReplyArgs { objects: None, mmap_size: 0 }
+                GetReplyArgs { objects: None, mmap_size: 0, errors: None }
             }
         }
 
@@ -3276,6 +3290,13 @@ pub mod raylet {
             #[inline]
             pub fn add_mmap_size(&mut self, mmap_size: u64) {
                 self.fbb_.push_slot::<u64>(GetReply::VT_MMAP_SIZE, mmap_size, 0);
+            }
+            #[inline]
+            pub fn add_errors(
+                &mut self,
+                errors: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b, ::flatbuffers::ForwardsUOffset<&'b str>>>,
+            ) {
+                self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(GetReply::VT_ERRORS, errors);
             }
             #[inline]
             pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> GetReplyBuilder<'a, 'b, A> {
@@ -3294,6 +3315,7 @@ pub mod raylet {
                 let mut ds = f.debug_struct("GetReply");
                 ds.field("objects", &self.objects());
                 ds.field("mmap_size", &self.mmap_size());
+                ds.field("errors", &self.errors());
                 ds.finish()
             }
         }

@@ -415,6 +415,25 @@ fn failed_allocation_is_retried_after_backoff() {
 }
 
 #[test]
+fn impossible_allocation_fails_the_pull_at_once_with_its_reason() {
+    let (mut q, t0) = setup();
+    q.handle_pull(t0, BundleId(1), PullPriority::Get, vec![obj(1)]).unwrap();
+    q.handle_locations(t0, obj(1), vec![node(1)], Some(SIZE));
+    drain(&mut q);
+    q.handle_allocation_impossible(t0, obj(1), "too big".into());
+    assert_eq!(
+        drain(&mut q),
+        vec![
+            Failed { id: obj(1), reason: PullFailure::NoRoom("too big".into()) },
+            Completed { bundle_id: BundleId(1) }
+        ]
+    );
+    assert_eq!(q.poll_timeout(), None, "no retry is left behind");
+    q.handle_allocation_impossible(t0, obj(1), "again".into());
+    assert!(drain(&mut q).is_empty(), "a failed pull is not failed twice");
+}
+
+#[test]
 fn failed_object_restarts_when_a_new_bundle_names_it() {
     let (mut q, t0) = setup();
     q.handle_pull(t0, BundleId(1), PullPriority::Get, vec![obj(1), obj(2)]).unwrap();
