@@ -76,6 +76,9 @@ impl GcsServer {
     /// run (see `logic::gcs::nodes`).
     pub async fn detect_failures(self: Rc<Self>, period: Duration) {
         let tick = (period / 2).max(Duration::from_millis(1));
+        // Check once at start, so a pause right after start is measured from here: with
+        // no previous check there is no gap to see, and every deadline would look missed.
+        let _ = self.nodes.borrow_mut().handle_timeout(Instant::now());
         loop {
             let next = self.nodes.borrow().poll_timeout();
             let wait = next.map(|t| t.saturating_duration_since(Instant::now())).unwrap_or(tick).min(tick);
