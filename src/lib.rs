@@ -28,6 +28,8 @@
 //! - [`client`]: what drivers and workers link.
 //! - [`process`]: spawning and signalling worker and agent processes.
 //! - [`worker`]: the default worker process (`raylet worker`).
+//! - [`gcs_storage`]: where the GCS tables are stored (redb, Redis or memory), written
+//!   through one writer thread with group commit.
 //! - [`cli`], [`config`], [`telemetry`], [`metrics`], [`ids`], [`wire`].
 
 #![warn(missing_docs)]
@@ -36,6 +38,7 @@ pub mod checksum;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod gcs_storage;
 pub mod ids;
 pub mod local;
 pub mod logic;
