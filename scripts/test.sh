@@ -12,5 +12,6 @@ cd "$(dirname "$0")/.."
 # lift the shell's too where allowed (root, or a generous hard limit).
 ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
 
+scripts/install-deps.sh
 cargo build --release --locked --bins
 cargo test --release --locked "$@"

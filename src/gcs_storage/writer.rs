@@ -35,6 +35,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use futures_channel::oneshot;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -127,17 +128,21 @@ struct Msg {
 }
 
 /// The handle the GCS writes through. Clones share one writer; the writer stops when
-/// every handle is gone (after storing what was queued) or at [`Storage::close`].
+/// every handle is gone (after storing what was queued) or at [`Storage::close`] /
+/// [`Storage::clear`]. After that, the thread stays parked only to answer
+/// [`WriteError::Stopped`] to writes that raced with the stop, until the last handle goes.
 #[derive(Debug, Clone)]
 pub struct Storage {
     /// `None` for the memory backend: every write completes at once.
     tx: Option<Sender<Msg>>,
     location: Arc<str>,
+    /// Set by the writer once it closed the store.
+    stopped: Arc<AtomicBool>,
 }
 
 impl Storage {
     pub(crate) fn memory() -> Self {
-        Self { tx: None, location: "memory".into() }
+        Self { tx: None, location: "memory".into(), stopped: Arc::default() }
     }
 
     /// Where the tables are stored, for messages and `raylet status`.
@@ -154,6 +159,9 @@ impl Storage {
     /// write, and a failure is only logged by the writer. `Err` when it was not taken.
     pub fn write_nowait(&self, batch: Batch) -> Result<(), WriteError> {
         let Some(tx) = &self.tx else { return Ok(()) };
+        if self.stopped.load(Ordering::Acquire) {
+            return Err(WriteError::Stopped);
+        }
         tx.try_send(Msg { ops: batch.ops, done: None, last: false }).map_err(|e| refused(tx, e))
     }
 
@@ -171,6 +179,9 @@ impl Storage {
 
     fn submit(&self, ops: Vec<Op>, last: bool) -> Durable {
         let Some(tx) = &self.tx else { return Durable::ready(Ok(())) };
+        if self.stopped.load(Ordering::Acquire) {
+            return Durable::ready(Err(WriteError::Stopped));
+        }
         let (done, rx) = oneshot::channel();
         match tx.try_send(Msg { ops, done: Some(done), last }) {
             Ok(()) => Durable(State::Waiting(rx)),
@@ -235,11 +246,13 @@ pub(crate) fn start(
     let snapshot = Snapshot { tables: tables.clone(), incarnation: opened.incarnation };
     let (tx, rx) = crossbeam_channel::bounded(opts.queue_capacity.max(1));
     let writer = Writer { backend, mirror: tables, opts, health: Health::Up, log: LogGate::default() };
+    let stopped = Arc::new(AtomicBool::new(false));
+    let flag = stopped.clone();
     std::thread::Builder::new()
         .name("gcs-storage".into())
-        .spawn(move || writer.run(rx))
+        .spawn(move || writer.run(rx, &flag))
         .map_err(|e| OpenError::Backend { location: location.clone(), reason: format!("writer thread: {e}") })?;
-    Ok((Storage { tx: Some(tx), location: location.into() }, snapshot))
+    Ok((Storage { tx: Some(tx), location: location.into(), stopped }, snapshot))
 }
 
 #[derive(Debug)]
@@ -280,7 +293,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Msg>) {
+    fn run(mut self, rx: Receiver<Msg>, stopped: &AtomicBool) {
         loop {
             let first = match rx.recv_timeout(self.idle_wait(Instant::now())) {
                 Ok(m) => m,
@@ -308,7 +321,13 @@ impl Writer {
             if last {
                 // Close the store (redb's file lock goes) before anyone hears it is closed.
                 drop(self);
+                stopped.store(true, Ordering::Release);
                 done.into_iter().for_each(|d| drop(d.send(result.clone())));
+                // A bounded channel keeps what was sent until every sender is gone, so
+                // writes that raced with the flag must be answered here, not dropped.
+                for m in rx.iter() {
+                    m.done.into_iter().for_each(|d| drop(d.send(Err(WriteError::Stopped))));
+                }
                 return;
             }
             done.into_iter().for_each(|d| drop(d.send(result.clone())));
@@ -365,7 +384,7 @@ impl Writer {
 
     fn went_down(&mut self, now: Instant, e: BackendError) {
         tracing::warn!(
-            "GCS storage {} lost: {e}; durable writes fail until it is back, retrying every {:?}",
+            "GCS storage {} lost: {e}; durable writes fail until it returns, retrying every {:?}",
             self.backend.location(),
             self.opts.retry_interval
         );

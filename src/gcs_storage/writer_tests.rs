@@ -304,3 +304,31 @@ fn a_glommio_task_awaiting_a_durable_write_is_woken_by_the_writer_thread() {
         .expect("glommio executor (needs `ulimit -l unlimited`)");
     assert_eq!(ex.join().unwrap(), Ok(()));
 }
+
+#[test]
+fn writes_racing_with_close_are_answered_stopped_never_left_waiting() {
+    let r = rig(false, fast());
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    for t in 0..4 {
+        let s = r.storage.clone();
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            let mut stopped = 0;
+            for i in 0..3000 {
+                match s.write(put(&format!("{t}-{i}"), "v")).wait() {
+                    Ok(()) => {}
+                    Err(WriteError::Stopped) => stopped += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            done.send(stopped).unwrap();
+        });
+    }
+    eventually("writes flowing", || r.script.lock().unwrap().applied.len() > 10);
+    assert_eq!(r.storage.close().wait(), Ok(()));
+    let mut stopped = 0;
+    for _ in 0..4 {
+        stopped += done_rx.recv_timeout(Duration::from_secs(30)).expect("a write was left waiting after close");
+    }
+    assert!(stopped > 0, "every write finished before the close: the race was not exercised");
+}
