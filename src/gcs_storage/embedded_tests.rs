@@ -142,3 +142,17 @@ fn an_unusable_directory_is_a_clear_io_error() {
     assert!(matches!(err, OpenError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
+
+#[test]
+fn a_second_opener_of_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(tmp.path(), SyncMode::Process);
+    let (s, _) = open(&cfg).unwrap();
+    let err = open(&cfg).unwrap_err();
+    assert!(matches!(err, OpenError::InUse(_)), "{err:?}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    s.close().wait().unwrap();
+    let (s, snap) = open(&cfg).unwrap();
+    assert_eq!(snap.incarnation, 2);
+    s.close().wait().unwrap();
+}

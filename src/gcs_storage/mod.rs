@@ -221,3 +221,25 @@ pub fn destroy(config: &StorageConfig) -> Result<(), OpenError> {
         BackendConfig::Redis(target) => redis_store::destroy(target, config.writer.io_timeout),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gcs_storage_flag_names_a_backend_or_is_refused() {
+        let default = PathBuf::from("/tmp/raylet/gcs_storage/6379");
+        let cfg = |f| StorageConfig::from_flag(f, default.clone()).map(|c| c.backend);
+        assert_eq!(cfg(None), Ok(BackendConfig::Embedded { dir: default.clone(), sync: SyncMode::Process }));
+        assert_eq!(cfg(Some("memory")), Ok(BackendConfig::Memory));
+        assert_eq!(
+            cfg(Some("/var/lib/gcs")),
+            Ok(BackendConfig::Embedded { dir: "/var/lib/gcs".into(), sync: SyncMode::Process })
+        );
+        let Ok(BackendConfig::Redis(t)) = cfg(Some("redis://127.0.0.1:7000/c1")) else { panic!("not redis") };
+        assert_eq!((t.addr.as_str(), t.namespace.as_str()), ("127.0.0.1:7000", "c1"));
+        assert!(matches!(cfg(Some("redis://h:1/bad ns")), Err(ConfigError::BadRedisUrl { .. })));
+        let e = cfg(Some("rocksdb")).unwrap_err();
+        assert!(matches!(e, ConfigError::Unknown(_)) && e.to_string().contains("memory"), "{e}");
+    }
+}
