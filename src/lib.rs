@@ -28,6 +28,8 @@
 //! - [`client`]: what drivers and workers link.
 //! - [`process`]: spawning and signalling worker and agent processes.
 //! - [`worker`]: the default worker process (`raylet worker`).
+//! - [`gcs_storage`]: where the GCS tables are stored (redb, Redis or memory), written
+//!   through one writer thread with group commit.
 //! - [`cli`], [`config`], [`telemetry`], [`metrics`], [`ids`], [`wire`].
 //! - [`failpoint`]: test-only fault triggers (the `failpoints` feature).
 
@@ -40,6 +42,7 @@ pub mod config;
 pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gcs_storage;
 pub mod ids;
 pub mod local;
 pub mod logic;

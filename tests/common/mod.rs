@@ -31,6 +31,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod redis_server;
+
 /// The binary under test.
 pub const RAYLET: &str = env!("CARGO_BIN_EXE_raylet");
 
