@@ -81,11 +81,18 @@ pub struct Counts {
 
 /// Decides on a new connection, given the node-wide counts with it included and whether
 /// the caller has an unauthenticated connection it can drop. An authenticated connection
-/// is never dropped for a newcomer: over either cap the oldest unauthenticated peer goes
-/// and the newcomer takes its place, and when there is none the newcomer is refused.
-/// Since a dropped connection holds its fd until its task has ended, a node over the
-/// total cap with drops still closing refuses newcomers until those fds are free; so the
-/// fds of TCP peers never exceed the total cap by more than one per shard.
+/// is never dropped for a newcomer: over either cap the oldest unauthenticated peer of the
+/// caller's queue goes and the newcomer takes its place.
+///
+/// Over the unauthenticated cap alone, a caller with nothing to drop accepts the newcomer
+/// anyway: the cap's peers may all sit in another shard's queue (a flood of the GCS port,
+/// served by shard 0 only), and refusing here would lock every other shard's listeners
+/// out. Its queue then holds the newcomer, which the next one over the cap drops, so the
+/// unauthenticated count passes its cap by at most one per shard. Over the total cap a
+/// newcomer with nothing to drop is refused. Since a dropped connection holds its fd until
+/// its task has ended, a node over the total cap with drops still closing refuses
+/// newcomers until those fds are free; so the fds of TCP peers never exceed the total cap
+/// by more than one per shard either.
 pub fn admit(limits: &AdmissionLimits, c: Counts, can_drop: bool) -> Admit {
     let over_total = c.open > limits.max_connections;
     if !over_total && c.unauthenticated <= limits.max_unauthenticated {
@@ -94,8 +101,10 @@ pub fn admit(limits: &AdmissionLimits, c: Counts, can_drop: bool) -> Admit {
         Admit::Refuse
     } else if can_drop {
         Admit::DropOldest
-    } else {
+    } else if over_total {
         Admit::Refuse
+    } else {
+        Admit::Accept
     }
 }
 

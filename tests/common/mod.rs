@@ -759,6 +759,11 @@ impl RawRpc {
 
     /// Says hello properly and checks the ack.
     pub fn handshake(addr: SocketAddr, token: &str) -> Self {
+        Self::handshake_ack(addr, token).0
+    }
+
+    /// Says hello properly, checks the ack and returns it (it names the serving shard).
+    pub fn handshake_ack(addr: SocketAddr, token: &str) -> (Self, raylet::wire::rpc::HelloAck) {
         use prost::Message;
         let mut c = Self::connect(addr);
         c.send_hello(raylet::rpc::frame::PROTOCOL_VERSION, token);
@@ -766,10 +771,10 @@ impl RawRpc {
             Read2::Frame(f) => {
                 let ack = raylet::wire::rpc::HelloAck::decode(f.payload.as_slice()).expect("hello ack");
                 assert!(ack.ok, "hello refused: {}", ack.message);
+                (c, ack)
             }
             Read2::Closed => panic!("server closed the connection after a good hello"),
         }
-        c
     }
 
     /// Sends a request frame.

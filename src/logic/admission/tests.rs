@@ -31,9 +31,17 @@ fn over_the_total_cap_with_drops_still_closing_the_newcomer_waits_for_their_fds(
 }
 
 #[test]
-fn with_no_pending_peer_to_drop_the_newcomer_is_refused() {
-    assert_eq!(admit(&LIMITS, counts(3, 3, 0), false), Admit::Refuse);
+fn over_the_total_cap_with_no_pending_peer_to_drop_the_newcomer_is_refused() {
     assert_eq!(admit(&LIMITS, counts(6, 1, 0), false), Admit::Refuse);
+    assert_eq!(admit(&LIMITS, counts(6, 3, 0), false), Admit::Refuse);
+}
+
+#[test]
+fn over_the_unauthenticated_cap_alone_a_shard_with_none_to_drop_still_accepts() {
+    // The cap's peers are all queued on another shard (a flood of a shard-0-only port):
+    // this shard's listeners must not be locked out. Its next newcomer can drop this one.
+    assert_eq!(admit(&LIMITS, counts(3, 3, 0), false), Admit::Accept);
+    assert_eq!(admit(&LIMITS, counts(4, 4, 0), true), Admit::DropOldest);
 }
 
 #[test]
